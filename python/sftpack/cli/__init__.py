@@ -1,0 +1,46 @@
+"""The ``sftpack`` command line. Logs and errors go to stderr, data (``--json``) to stdout.
+
+Exit codes: 0 success, 1 data or configuration problems, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional
+
+from .. import __version__
+from ..errors import SftpackError
+from . import check, convert_tokenizer, demo, inspect, templates
+
+COMMANDS = [check, inspect, templates, convert_tokenizer, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sftpack",
+        description="Exact, fast SFT data preparation for LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"sftpack {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (SftpackError, OSError) as error:
+        if args.debug:
+            raise
+        message = str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,50 @@
+"""Arguments and output helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """DATA, --tokenizer, --template, --format, --max-length, --overlong, --threads."""
+    parser.add_argument("data", nargs="+", metavar="DATA",
+                        help="JSON/JSONL files (optionally .gz/.zst) or directories of them")
+    parser.add_argument("--tokenizer", required=True, metavar="DIR",
+                        help="Hugging Face tokenizer directory (tokenizer.json + tokenizer_config.json)")
+    parser.add_argument("--template", metavar="T",
+                        help="built-in XTuner template name (see `sftpack templates list`) or a .jinja "
+                             "file; default: the tokenizer's own chat template")
+    parser.add_argument("--format", choices=["openai", "xtuner", "alpaca", "sharegpt", "oasst"],
+                        help="dataset format; default: detected per file")
+    parser.add_argument("--max-length", type=int, metavar="N", help="longest conversation in tokens")
+    parser.add_argument("--overlong", choices=["drop", "truncate", "error"], default="drop",
+                        help="what to do with conversations over --max-length (default: drop)")
+    parser.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
+    parser.add_argument("--template-kwargs", metavar="JSON", type=json.loads, default=None,
+                        help='extra template variables, e.g. \'{"enable_thinking": false}\'')
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "template": args.template,
+        "format": args.format,
+        "max_length": args.max_length,
+        "overlong": args.overlong,
+        "threads": args.threads,
+        "template_kwargs": args.template_kwargs,
+    }
+
+
+def use_color(stream: TextIO = sys.stdout) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def where(example: dict[str, Any]) -> str:
+    place = f"{example['file']}:{example['line']}"
+    if example.get("index") is not None:
+        place += f" (element {example['index']})"
+    return place

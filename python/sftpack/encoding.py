@@ -1,0 +1,109 @@
+"""Encoding single conversations: the same engine ``sftpack preprocess`` uses, one record at a
+time, for tests, notebooks and custom pipelines."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from . import _core
+
+IGNORE_INDEX = -100
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class EncodedConversation:
+    """Token ids of one conversation and which of them are trained.
+
+    ``labels`` equals ``input_ids`` where trained and -100 elsewhere (the label of position i is
+    the token at i; shifting happens in the loss, as in transformers).
+    """
+
+    input_ids: list[int]
+    loss_mask: list[int]
+    truncated: bool
+
+    @property
+    def labels(self) -> list[int]:
+        return [t if m else IGNORE_INDEX for t, m in zip(self.input_ids, self.loss_mask)]
+
+
+def job_settings(
+    tokenizer: PathLike,
+    template: Optional[str] = None,
+    max_length: Optional[int] = None,
+    overlong: str = "drop",
+    template_kwargs: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The engine settings shared by every job, as the JSON the Rust core reads."""
+    return {
+        "tokenizer": os.fspath(tokenizer),
+        "template": template,
+        "encode": {
+            "max_length": max_length,
+            "overlong": overlong,
+            "template_kwargs": template_kwargs or {},
+        },
+    }
+
+
+class Encoder:
+    """Encodes records with one tokenizer and template.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer directory or tokenizer.json.
+        template: None for the tokenizer's own chat template, a built-in XTuner template name
+            (``sftpack templates list``), or a path to a Jinja file.
+        max_length: longer conversations follow ``overlong``: "drop" (raise RecordError),
+            "truncate" or "error".
+        template_kwargs: extra variables for Jinja templates (e.g. ``{"enable_thinking": False}``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PathLike,
+        template: Optional[str] = None,
+        max_length: Optional[int] = None,
+        overlong: str = "drop",
+        template_kwargs: Optional[dict[str, Any]] = None,
+    ) -> None:
+        settings = job_settings(tokenizer, template, max_length, overlong, template_kwargs)
+        self._encoder = _core.PyEncoder(json.dumps({"inputs": [], **settings}))
+
+    @property
+    def template_name(self) -> str:
+        return self._encoder.template_name
+
+    def encode(self, record: Union[dict[str, Any], list[dict[str, Any]]], format: Optional[str] = None) -> EncodedConversation:
+        """Encodes one record (any supported format), or a bare list of OpenAI messages.
+
+        Raises:
+            RecordError: the record is invalid, carries no trained token, or is too long; the
+                problems are in ``sftpack.errors.record_problems(err)``.
+        """
+        if isinstance(record, list):
+            record = {"messages": record}
+        out = self._encoder.encode(json.dumps(record, ensure_ascii=False), format)
+        return EncodedConversation(
+            input_ids=list(out["input_ids"]),  # type: ignore[call-overload]
+            loss_mask=list(out["loss_mask"]),  # type: ignore[call-overload]
+            truncated=bool(out["truncated"]),
+        )
+
+    def decode(self, ids: list[int]) -> str:
+        return self._encoder.decode(ids)
+
+
+def encode_conversation(
+    messages: Union[dict[str, Any], list[dict[str, Any]]],
+    tokenizer: PathLike,
+    template: Optional[str] = None,
+    **options: Any,
+) -> EncodedConversation:
+    """Encodes one conversation; see :class:`Encoder` for the arguments. Loads the tokenizer on
+    every call: keep an :class:`Encoder` for many records."""
+    return Encoder(tokenizer, template, **options).encode(messages)

@@ -1,0 +1,45 @@
+"""Dataset-level jobs, each one call into the Rust engine."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from . import _core
+from .encoding import PathLike, job_settings
+
+CheckReport = dict[str, Any]
+
+
+def job_config(
+    inputs: Sequence[PathLike],
+    tokenizer: PathLike,
+    template: Optional[str] = None,
+    format: Optional[str] = None,
+    max_length: Optional[int] = None,
+    overlong: str = "drop",
+    threads: Optional[int] = None,
+    template_kwargs: Optional[dict[str, Any]] = None,
+) -> str:
+    config = {
+        "inputs": [os.fspath(p) for p in inputs],
+        "format": format,
+        "threads": threads,
+        **job_settings(tokenizer, template, max_length, overlong, template_kwargs),
+    }
+    return json.dumps(config)
+
+
+def check(inputs: Sequence[PathLike], tokenizer: PathLike, **options: Any) -> CheckReport:
+    """Validates and encodes every record; returns counts, problems by kind with examples,
+    token length percentiles and the trained-token share. See ``sftpack check --help``."""
+    report: CheckReport = json.loads(_core.check(job_config(inputs, tokenizer, **options)))
+    return report
+
+
+def samples(inputs: Sequence[PathLike], tokenizer: PathLike, n: int, **options: Any) -> list[dict[str, Any]]:
+    """The first ``n`` records encoded, as runs of (text, trained) for display."""
+    out: list[dict[str, Any]] = json.loads(_core.samples(job_config(inputs, tokenizer, **options), n))
+    return out

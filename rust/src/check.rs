@@ -1,0 +1,335 @@
+//! Check: run every record of a dataset through schema, template and tokenizer, and report
+//! problems by kind (with the first examples and their file:line), token length percentiles and
+//! the trained-token share. Nothing is sampled: every record is looked at.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::encode::{EncodeOptions, Encoder, Outcome};
+use crate::error::{Error, Problem, Result};
+use crate::read::{self, RawRecord};
+use crate::schema::{self, Format};
+use crate::template::ChatTemplate;
+use crate::tokenize::TokenizerBundle;
+
+/// A job's inputs and settings, as sent from Python.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub inputs: Vec<PathBuf>,
+    pub tokenizer: PathBuf,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub encode: EncodeOptions,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How many examples to keep per problem kind.
+    #[serde(default = "default_examples")]
+    pub examples_per_kind: usize,
+}
+
+fn default_examples() -> usize {
+    5
+}
+
+/// Where a record lives and what is wrong with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Example {
+    pub file: String,
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    #[serde(flatten)]
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindReport {
+    pub count: u64,
+    pub examples: Vec<Example>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub format: Option<Format>,
+    pub records: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LengthStats {
+    pub p50: usize,
+    pub p90: usize,
+    pub p99: usize,
+    pub max: usize,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub files: Vec<FileReport>,
+    pub records: u64,
+    pub encoded: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub truncated: u64,
+    /// Invalid records, by problem kind (one record may have several problems).
+    pub problems: BTreeMap<String, KindReport>,
+    /// Valid records that carry nothing to train on or do not fit, by reason.
+    pub drops: BTreeMap<String, KindReport>,
+    pub tokens: u64,
+    pub trained_tokens: u64,
+    pub lengths: LengthStats,
+    pub template: String,
+    pub max_length: Option<usize>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.rejected == 0 && self.dropped == 0 && self.records > 0
+    }
+}
+
+/// Builds the encoder a job config describes.
+pub fn build_encoder(config: &JobConfig) -> Result<Encoder> {
+    let tokenizer = TokenizerBundle::load(&config.tokenizer)?;
+    let template = ChatTemplate::resolve(config.template.as_deref(), &tokenizer)?;
+    Encoder::new(tokenizer, template, config.encode.clone())
+}
+
+pub fn forced_format(config: &JobConfig) -> Result<Option<Format>> {
+    config
+        .format
+        .as_deref()
+        .map(|name| {
+            Format::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+                Error::Config(format!("unknown format \"{name}\"; formats are {}", names.join(", ")))
+            })
+        })
+        .transpose()
+}
+
+/// Parses and encodes one raw record.
+pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Outcome {
+    let text = match &raw.text {
+        Ok(t) => t,
+        Err(p) => return Outcome::Rejected(vec![p.clone()]),
+    };
+    let record = match schema::parse_json(text) {
+        Ok(r) => r,
+        Err(p) => return Outcome::Rejected(vec![p]),
+    };
+    let Some(format) = format.or_else(|| Format::detect(&record)) else {
+        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        return Outcome::Rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))
+            .hint("records need \"messages\" (openai), \"conversation\" (xtuner), \"conversations\" (sharegpt), \"instruction\" (alpaca) or \"text\" (oasst); other formats need a map function")]);
+    };
+    match schema::to_conversation(format, &record) {
+        Ok(conversation) => encoder.encode(&conversation),
+        Err(problems) => Outcome::Rejected(problems),
+    }
+}
+
+/// The format of a file: forced, or that of its first record that names one.
+fn detect_format(batch: &[RawRecord]) -> Option<Format> {
+    batch
+        .iter()
+        .filter_map(|r| r.text.as_ref().ok())
+        .filter_map(|t| schema::parse_json(t).ok())
+        .find_map(|r| Format::detect(&r))
+}
+
+const BATCH: usize = 512;
+
+/// Streams every record of every input through `encoder` on `threads` threads, calling `sink`
+/// with each batch's results in input order.
+pub fn for_each_batch(
+    files: &[PathBuf],
+    forced: Option<Format>,
+    encoder: &Encoder,
+    threads: Option<usize>,
+    mut sink: impl FnMut(usize, Option<Format>, Vec<(RawRecord, Outcome)>) -> Result<()>,
+) -> Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+    for (file_index, path) in files.iter().enumerate() {
+        let mut format = forced;
+        let mut records = read::records(file_index as u32, path)?;
+        loop {
+            let batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            if format.is_none() {
+                format = detect_format(&batch);
+            }
+            let outcomes: Vec<Outcome> =
+                pool.install(|| batch.par_iter().map(|raw| process(raw, format, encoder)).collect());
+            sink(file_index, format, batch.into_iter().zip(outcomes).collect())?;
+        }
+        if format.is_none() {
+            sink(file_index, None, Vec::new())?;
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[usize], q: f64) -> usize {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn note(map: &mut BTreeMap<String, KindReport>, keep: usize, file: &str, raw: &RawRecord, problem: Problem) {
+    let entry = map.entry(problem.kind.to_string()).or_default();
+    entry.count += 1;
+    if entry.examples.len() < keep {
+        entry.examples.push(Example {
+            file: file.to_string(),
+            line: raw.line,
+            index: raw.index,
+            problem,
+        });
+    }
+}
+
+/// Checks every record of the job's inputs.
+pub fn check(config: &JobConfig) -> Result<CheckReport> {
+    let files = read::expand_inputs(&config.inputs)?;
+    let encoder = build_encoder(config)?;
+    let forced = forced_format(config)?;
+    let mut report = CheckReport {
+        template: encoder.template.name().to_string(),
+        max_length: config.encode.max_length,
+        files: files
+            .iter()
+            .map(|p| FileReport {
+                path: p.display().to_string(),
+                format: None,
+                records: 0,
+            })
+            .collect(),
+        ..CheckReport::default()
+    };
+    let mut lengths = Vec::new();
+    let keep = config.examples_per_kind;
+    for_each_batch(&files, forced, &encoder, config.threads, |file_index, format, batch| {
+        let file = report.files[file_index].path.clone();
+        report.files[file_index].format = format;
+        report.files[file_index].records += batch.len() as u64;
+        for (raw, outcome) in batch {
+            report.records += 1;
+            match outcome {
+                Outcome::Encoded(e) => {
+                    report.encoded += 1;
+                    report.truncated += u64::from(e.truncated);
+                    report.tokens += e.ids.len() as u64;
+                    report.trained_tokens += e.trained_tokens() as u64;
+                    lengths.push(e.ids.len());
+                }
+                Outcome::Rejected(problems) => {
+                    report.rejected += 1;
+                    for p in problems {
+                        note(&mut report.problems, keep, &file, &raw, p);
+                    }
+                }
+                Outcome::Dropped(p) => {
+                    report.dropped += 1;
+                    note(&mut report.drops, keep, &file, &raw, p);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    lengths.sort_unstable();
+    report.lengths = LengthStats {
+        p50: percentile(&lengths, 0.5),
+        p90: percentile(&lengths, 0.9),
+        p99: percentile(&lengths, 0.99),
+        max: lengths.last().copied().unwrap_or(0),
+        mean: if lengths.is_empty() {
+            0.0
+        } else {
+            lengths.iter().sum::<usize>() as f64 / lengths.len() as f64
+        },
+    };
+    Ok(report)
+}
+
+/// One record as `sftpack inspect` shows it: runs of tokens with the same mask, decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub file: String,
+    pub line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    pub tokens: usize,
+    pub trained_tokens: usize,
+    /// `(text, trained)` runs in order.
+    pub runs: Vec<(String, bool)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+fn runs(encoder: &Encoder, ids: &[u32], mask: &[u8]) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=ids.len() {
+        if i == ids.len() || mask[i] != mask[start] {
+            out.push((encoder.tokenizer.decode(&ids[start..i]), mask[start] == 1));
+            start = i;
+        }
+    }
+    out
+}
+
+/// The first `n` records of the inputs, encoded (or with their problems).
+pub fn samples(config: &JobConfig, n: usize) -> Result<Vec<Sample>> {
+    let files = read::expand_inputs(&config.inputs)?;
+    let encoder = build_encoder(config)?;
+    let forced = forced_format(config)?;
+    let mut out = Vec::new();
+    for (file_index, path) in files.iter().enumerate() {
+        let mut format = forced;
+        for raw in read::records(file_index as u32, path)? {
+            if out.len() >= n {
+                return Ok(out);
+            }
+            let raw = raw?;
+            if format.is_none() {
+                format = detect_format(std::slice::from_ref(&raw));
+            }
+            let mut sample = Sample {
+                file: path.display().to_string(),
+                line: raw.line,
+                index: raw.index,
+                tokens: 0,
+                trained_tokens: 0,
+                runs: Vec::new(),
+                problems: Vec::new(),
+            };
+            match process(&raw, format, &encoder) {
+                Outcome::Encoded(e) => {
+                    sample.tokens = e.ids.len();
+                    sample.trained_tokens = e.trained_tokens();
+                    sample.runs = runs(&encoder, &e.ids, &e.mask);
+                }
+                Outcome::Rejected(problems) => sample.problems = problems,
+                Outcome::Dropped(problem) => sample.problems = vec![problem],
+            }
+            out.push(sample);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,211 @@
+//! Encode: one canonical conversation → token ids and a loss mask, through the chosen template.
+//!
+//! Two tokenization modes follow from the template:
+//! - Jinja templates render the whole conversation once and tokenize it once; ids equal
+//!   transformers' `apply_chat_template(messages, tokenize=True)`; the mask comes from
+//!   character spans (see [`crate::mask`]).
+//! - XTuner templates encode each segment separately, exactly as XTuner's `encode_fn`, so ids
+//!   and labels equal an XTuner run's.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Problem, Result};
+use crate::mask::{render_jinja, token_mask, TemplateTraits};
+use crate::schema::Conversation;
+use crate::template::{BuiltinTemplate, ChatTemplate};
+use crate::tokenize::TokenizerBundle;
+
+/// What to do with a conversation longer than `max_length` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlong {
+    /// Drop the record and count it.
+    #[default]
+    Drop,
+    /// Keep the first `max_length` tokens.
+    Truncate,
+    /// Stop the job.
+    Error,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeOptions {
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    #[serde(default)]
+    pub overlong: Overlong,
+    /// Extra variables for Jinja templates (e.g. `{"enable_thinking": false}`).
+    #[serde(default)]
+    pub template_kwargs: Map<String, Value>,
+}
+
+/// A conversation ready to pack.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    /// 1 where the token is trained.
+    pub mask: Vec<u8>,
+    pub truncated: bool,
+}
+
+impl Encoded {
+    pub fn trained_tokens(&self) -> usize {
+        self.mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// Why a valid record produced nothing to train on (counted, never silent).
+pub const DROP_NO_TRAINED_TOKENS: &str = "no_trained_tokens";
+pub const DROP_TOO_LONG: &str = "too_long";
+
+#[derive(Debug)]
+pub enum Outcome {
+    Encoded(Encoded),
+    /// The record is invalid for this template/tokenizer.
+    Rejected(Vec<Problem>),
+    /// The record is valid but unusable (too long, nothing trained).
+    Dropped(Problem),
+}
+
+pub struct Encoder {
+    pub tokenizer: TokenizerBundle,
+    pub template: ChatTemplate,
+    pub options: EncodeOptions,
+    traits: Option<TemplateTraits>,
+    bos: Vec<u32>,
+    eos: Vec<u32>,
+}
+
+impl Encoder {
+    pub fn new(tokenizer: TokenizerBundle, template: ChatTemplate, options: EncodeOptions) -> Result<Self> {
+        let traits = match &template {
+            ChatTemplate::Jinja { template, .. } => Some(TemplateTraits::detect(template, &tokenizer)),
+            ChatTemplate::Builtin(_) => None,
+        };
+        let (bos, eos) = xtuner_bos_eos(&tokenizer);
+        Ok(Encoder {
+            tokenizer,
+            template,
+            options,
+            traits,
+            bos,
+            eos,
+        })
+    }
+
+    /// Renders and tokenizes without applying the length policy.
+    pub fn encode_full(&self, conversation: &Conversation) -> std::result::Result<Encoded, Vec<Problem>> {
+        match &self.template {
+            ChatTemplate::Jinja { template, .. } => {
+                let traits = self.traits.as_ref().ok_or_else(Vec::new)?;
+                let rendered = render_jinja(
+                    template,
+                    traits,
+                    &self.tokenizer,
+                    conversation,
+                    &self.options.template_kwargs,
+                )
+                .map_err(|p| vec![p])?;
+                let tokens = self
+                    .tokenizer
+                    .encode(&rendered.text, &rendered.content, true)
+                    .map_err(|p| vec![p])?;
+                let mask = token_mask(&tokens.starts, &rendered.trained);
+                Ok(Encoded {
+                    ids: tokens.ids,
+                    mask,
+                    truncated: false,
+                })
+            }
+            ChatTemplate::Builtin(t) => self.encode_xtuner(t, conversation).map_err(|p| vec![p]),
+        }
+    }
+
+    /// Encodes and applies the length policy and the zero-trained-tokens rule.
+    pub fn encode(&self, conversation: &Conversation) -> Outcome {
+        let mut encoded = match self.encode_full(conversation) {
+            Ok(e) => e,
+            Err(problems) => return Outcome::Rejected(problems),
+        };
+        if let Some(max) = self.options.max_length.filter(|&m| encoded.ids.len() > m) {
+            let len = encoded.ids.len();
+            match self.options.overlong {
+                Overlong::Truncate => {
+                    encoded.ids.truncate(max);
+                    encoded.mask.truncate(max);
+                    encoded.truncated = true;
+                }
+                Overlong::Drop | Overlong::Error => {
+                    return Outcome::Dropped(
+                        Problem::new(DROP_TOO_LONG, "", format!("{len} tokens > max_length {max}")).hint(
+                            "raise --max-length, or pass --overlong truncate to keep the first max_length tokens",
+                        ),
+                    )
+                }
+            }
+        }
+        if encoded.trained_tokens() == 0 {
+            return Outcome::Dropped(
+                Problem::new(DROP_NO_TRAINED_TOKENS, "", "no token of this record is trained")
+                    .hint("a record needs an assistant reply (or a message with \"loss\": true) inside max_length"),
+            );
+        }
+        Outcome::Encoded(encoded)
+    }
+
+    fn encode_xtuner(
+        &self,
+        template: &BuiltinTemplate,
+        conversation: &Conversation,
+    ) -> std::result::Result<Encoded, Problem> {
+        let mut out = Encoded::default();
+        let push = |ids: Vec<u32>, trained: bool, out: &mut Encoded| {
+            out.mask.extend(std::iter::repeat_n(u8::from(trained), ids.len()));
+            out.ids.extend(ids);
+        };
+        let mut needs_bos = true;
+        for seg in template.segments(conversation)? {
+            if needs_bos {
+                push(self.bos.clone(), false, &mut out);
+            }
+            let input = self.tokenizer.encode(&seg.input, &seg.input_content, false)?;
+            push(input.ids, seg.input_trained, &mut out);
+            let output = self
+                .tokenizer
+                .encode(&seg.output, std::slice::from_ref(&seg.output_content), false)?;
+            push(output.ids, seg.output_trained, &mut out);
+            if seg.need_eos {
+                push(self.eos.clone(), seg.output_trained, &mut out);
+            }
+            needs_bos = seg.need_eos;
+            if !seg.sep.is_empty() {
+                let sep = self.tokenizer.encode(&seg.sep, &[], false)?;
+                push(sep.ids, false, &mut out);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// XTuner's get_bos_eos_token_ids: Qwen tokenizers get no BOS, ChatGLM a fixed pair, others
+/// their configured bos/eos tokens.
+fn xtuner_bos_eos(tokenizer: &TokenizerBundle) -> (Vec<u32>, Vec<u32>) {
+    let id_of = |token: &Option<String>| {
+        token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t))
+            .into_iter()
+            .collect::<Vec<u32>>()
+    };
+    let class = tokenizer.tokenizer_class.as_deref().unwrap_or("");
+    let bos = if class.starts_with("QWen") || class.starts_with("Qwen") {
+        Vec::new()
+    } else if class == "ChatGLMTokenizer" {
+        vec![64790, 64792]
+    } else {
+        id_of(&tokenizer.special.bos_token)
+    };
+    (bos, id_of(&tokenizer.special.eos_token))
+}

@@ -1,0 +1,22 @@
+//! sftpack's data engine. One module per pipeline stage:
+//!
+//! ```text
+//! read → schema → template → tokenize → mask → encode
+//! ```
+//!
+//! [`read`] streams records with their file and line, [`schema`] maps every supported format to
+//! one canonical conversation and reports problems, [`template`] renders it, [`tokenize`] turns
+//! text into ids, [`mask`] decides which tokens are trained, and [`encode`] ties them together.
+//! [`check`] runs them over whole datasets. The pyo3 layer lives in `python` alone.
+
+pub mod check;
+pub mod encode;
+pub mod error;
+pub mod mask;
+pub mod read;
+pub mod schema;
+pub mod template;
+pub mod tokenize;
+
+#[cfg(feature = "python")]
+mod python;

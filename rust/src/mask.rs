@@ -1,0 +1,225 @@
+//! Mask: which characters of a rendered conversation are trained, and from them which tokens.
+//!
+//! For a Jinja template, message i (trained by default if it is an assistant message, or by its
+//! `loss` flag) covers:
+//!
+//! ```text
+//! start = len(render(messages[:i], add_generation_prompt = i is an assistant))
+//! end   = len(render(messages[:i+1]))  minus trailing whitespace
+//!
+//!  <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n Hello!<|im_end|> \n
+//!  '------------- prompt (untrained) -------------------' '--- trained ---'
+//! ```
+//!
+//! so an assistant turn is trained with its end-of-turn marker (the model learns to stop) but
+//! without the header the generation prompt already supplies. A token is trained iff its first
+//! byte lies in a trained span. Templates that are not prefix-stable (a prefix renders
+//! differently from the start of the full rendering, e.g. reasoning removed from earlier turns)
+//! fall back to locating the message content in the full rendering. Templates that append the
+//! assistant header even without add_generation_prompt (the first Llama-3 template) have that
+//! header removed from the end of each prefix before comparing.
+
+use std::ops::Range;
+
+use serde_json::{Map, Value};
+
+use crate::error::Problem;
+use crate::schema::{Conversation, Role};
+use crate::template::JinjaTemplate;
+use crate::tokenize::TokenizerBundle;
+
+/// The full rendering, its trained byte spans, and the byte ranges of message content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub text: String,
+    pub trained: Vec<Range<usize>>,
+    pub content: Vec<Range<usize>>,
+}
+
+/// What a template does at the end of a conversation that ends with an assistant message.
+pub struct TemplateTraits {
+    /// The assistant header that the template appends whether or not a generation prompt was
+    /// asked for; empty for well-behaved templates.
+    unconditional_prompt: String,
+}
+
+fn probe(role: Role, content: &str) -> Value {
+    serde_json::json!({"role": role.as_str(), "content": content})
+}
+
+impl TemplateTraits {
+    pub fn detect(template: &JinjaTemplate, tokenizer: &TokenizerBundle) -> Self {
+        let none = Map::new();
+        let render = |msgs: &[Value], gen| template.render(msgs, None, gen, &none).ok();
+        let pair = [probe(Role::User, "X1"), probe(Role::Assistant, "Y1")];
+        let unconditional = matches!((render(&pair, false), render(&pair, true)), (Some(a), Some(b)) if a == b);
+        let mut unconditional_prompt = String::new();
+        if unconditional {
+            // Both end with "<end of turn><assistant header>": take the common tail of two
+            // renderings that end with different user texts, then drop its first special token.
+            let one = render(&[probe(Role::User, "X1")], true);
+            let three = render(
+                &[
+                    probe(Role::User, "X1"),
+                    probe(Role::Assistant, "Y1"),
+                    probe(Role::User, "X2"),
+                ],
+                true,
+            );
+            if let (Some(one), Some(three)) = (one, three) {
+                let tail = common_suffix(&one, &three);
+                let trimmed = tail.trim_start();
+                if let Some(first) = tokenizer.special_tokens_in(trimmed).first().filter(|r| r.start == 0) {
+                    unconditional_prompt = trimmed[first.end..].to_string();
+                }
+            }
+        }
+        TemplateTraits { unconditional_prompt }
+    }
+}
+
+fn common_suffix<'a>(a: &'a str, b: &str) -> &'a str {
+    let n = a.bytes().rev().zip(b.bytes().rev()).take_while(|(x, y)| x == y).count();
+    let mut start = a.len() - n;
+    while !a.is_char_boundary(start) {
+        start += 1;
+    }
+    &a[start..]
+}
+
+struct Renderer<'a> {
+    template: &'a JinjaTemplate,
+    traits: &'a TemplateTraits,
+    messages: Vec<Value>,
+    tools: Option<&'a Value>,
+    kwargs: &'a Map<String, Value>,
+}
+
+impl Renderer<'_> {
+    fn render(&self, n: usize, generation_prompt: bool) -> Result<String, Problem> {
+        self.template
+            .render(&self.messages[..n], self.tools, generation_prompt, self.kwargs)
+    }
+
+    /// render(messages[:n]) without the unconditional assistant header.
+    fn render_closed(&self, n: usize) -> Result<String, Problem> {
+        let mut text = self.render(n, false)?;
+        let tail = &self.traits.unconditional_prompt;
+        if !tail.is_empty() && text.ends_with(tail.as_str()) {
+            text.truncate(text.len() - tail.len());
+        }
+        Ok(text)
+    }
+}
+
+/// Renders the conversation and finds the trained spans (see the module docs).
+pub fn render_jinja(
+    template: &JinjaTemplate,
+    traits: &TemplateTraits,
+    tokenizer: &TokenizerBundle,
+    conversation: &Conversation,
+    kwargs: &Map<String, Value>,
+) -> Result<Rendered, Problem> {
+    let renderer = Renderer {
+        template,
+        traits,
+        messages: conversation.messages.iter().map(|m| m.to_template_value()).collect(),
+        tools: conversation.tools.as_ref(),
+        kwargs,
+    };
+    let count = conversation.messages.len();
+    let text = renderer.render(count, false)?;
+    let mut trained = Vec::new();
+    let mut cursor = 0;
+    for (i, message) in conversation.messages.iter().enumerate() {
+        if !message.trained() {
+            continue;
+        }
+        let start = renderer
+            .render(i, message.role == Role::Assistant)
+            .ok()
+            .filter(|prefix| text.starts_with(prefix.as_str()) && prefix.len() >= cursor)
+            .map(|prefix| prefix.len());
+        let end = renderer
+            .render_closed(i + 1)
+            .ok()
+            .filter(|upto| text.starts_with(upto.as_str()))
+            .map(|upto| upto.trim_end().len());
+        let span = match (start, end) {
+            (Some(s), Some(e)) if e > s => s..e,
+            _ => match locate(&text, message.text(), cursor, tokenizer) {
+                Some(span) => span,
+                None => {
+                    return Err(Problem::new("template_error", format!("messages[{i}]"), "cannot find where the template puts this message")
+                        .hint("the template rewrites this message's content; mark the record with \"loss\" flags differently or use another --template"))
+                }
+            },
+        };
+        cursor = span.end;
+        trained.push(span);
+    }
+    let content = content_ranges(&text, conversation, tokenizer);
+    Ok(Rendered { text, trained, content })
+}
+
+/// Fallback: the message's (trimmed) content in the full rendering after `from`, extended over a
+/// special token that directly follows it (the end-of-turn marker).
+fn locate(text: &str, content: &str, from: usize, tokenizer: &TokenizerBundle) -> Option<Range<usize>> {
+    let needle = content.trim();
+    if needle.is_empty() {
+        return None;
+    }
+    let start = text.get(from..)?.find(needle)? + from;
+    let mut end = start + needle.len();
+    if let Some(first) = tokenizer
+        .special_tokens_in(&text[end..])
+        .first()
+        .filter(|r| r.start == 0)
+    {
+        end += first.end;
+    }
+    Some(start..end)
+}
+
+/// Where message content appears in the rendering, for messages that spell special tokens (the
+/// only ones for which it matters). Content the template rewrote is not found and left alone.
+fn content_ranges(text: &str, conversation: &Conversation, tokenizer: &TokenizerBundle) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut cursor = 0;
+    for message in &conversation.messages {
+        let content = message.text();
+        if content.is_empty() || tokenizer.special_tokens_in(content).is_empty() {
+            continue;
+        }
+        if let Some(at) = text.get(cursor..).and_then(|rest| rest.find(content)) {
+            let start = cursor + at;
+            ranges.push(start..start + content.len());
+            cursor = start + content.len();
+        }
+    }
+    ranges
+}
+
+/// Token mask from token start offsets and sorted, disjoint trained spans.
+pub fn token_mask(starts: &[usize], trained: &[Range<usize>]) -> Vec<u8> {
+    starts
+        .iter()
+        .map(|&s| u8::from(trained.iter().any(|span| span.contains(&s))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_trained_iff_its_first_byte_is_in_a_span() {
+        assert_eq!(token_mask(&[0, 3, 5, 9, 12], &[3..9, 12..13]), vec![0, 1, 1, 0, 1]);
+    }
+
+    #[test]
+    fn common_suffix_respects_char_boundaries() {
+        assert_eq!(common_suffix("aé!", "bé!"), "é!");
+        assert_eq!(common_suffix("x", "y"), "");
+    }
+}

@@ -1,0 +1,167 @@
+//! The pyo3 layer, and nothing else: convert arguments, release the GIL, run the core, convert
+//! the result. Jobs take and return JSON text so the boundary stays plain data.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::check::{self as engine, JobConfig};
+use crate::encode::{Encoder, Outcome};
+use crate::error::Error;
+use crate::schema::{self, Format};
+
+create_exception!(_core, SftpackError, PyException, "Base class of sftpack's errors.");
+create_exception!(_core, ConfigError, SftpackError, "A job's settings are invalid.");
+create_exception!(_core, InputError, SftpackError, "An input cannot be read as a dataset.");
+create_exception!(
+    _core,
+    TokenizerError,
+    SftpackError,
+    "The tokenizer cannot be loaded or used."
+);
+create_exception!(
+    _core,
+    TemplateError,
+    SftpackError,
+    "The chat template cannot be compiled or used."
+);
+create_exception!(
+    _core,
+    RecordError,
+    SftpackError,
+    "One record is invalid; args[1] lists its problems."
+);
+
+fn to_py(error: Error) -> PyErr {
+    let message = error.to_string();
+    match error {
+        Error::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
+            std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
+            _ => PyOSError::new_err(message),
+        },
+        Error::Input(_) => InputError::new_err(message),
+        Error::Tokenizer(_) => TokenizerError::new_err(message),
+        Error::Template(_) => TemplateError::new_err(message),
+        Error::Config(_) | Error::Output(_) => ConfigError::new_err(message),
+    }
+}
+
+fn parse_config(config_json: &str) -> PyResult<JobConfig> {
+    serde_json::from_str(config_json).map_err(|e| ConfigError::new_err(format!("invalid job config: {e}")))
+}
+
+/// check(config_json) -> report_json
+#[pyfunction]
+fn check(py: Python<'_>, config_json: &str) -> PyResult<String> {
+    let config = parse_config(config_json)?;
+    let report = py.detach(|| engine::check(&config)).map_err(to_py)?;
+    serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// samples(config_json, n) -> json list of the first n records with their tokens and mask.
+#[pyfunction]
+fn samples(py: Python<'_>, config_json: &str, n: usize) -> PyResult<String> {
+    let config = parse_config(config_json)?;
+    let samples = py.detach(|| engine::samples(&config, n)).map_err(to_py)?;
+    serde_json::to_string(&samples).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Encodes single records; holds a loaded tokenizer and template.
+#[pyclass(module = "sftpack._core", frozen)]
+struct PyEncoder {
+    encoder: Encoder,
+}
+
+#[pymethods]
+impl PyEncoder {
+    #[new]
+    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
+        let config = parse_config(config_json)?;
+        let encoder = py.detach(|| engine::build_encoder(&config)).map_err(to_py)?;
+        Ok(PyEncoder { encoder })
+    }
+
+    /// encode(record_json, format=None) -> dict(input_ids, loss_mask, truncated), or raises
+    /// RecordError(message, problems) where problems is a JSON list.
+    #[pyo3(signature = (record_json, format=None))]
+    fn encode<'py>(&self, py: Python<'py>, record_json: &str, format: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+        let forced = format
+            .map(|f| Format::from_name(f).ok_or_else(|| ConfigError::new_err(format!("unknown format \"{f}\""))))
+            .transpose()?;
+        let outcome = py.detach(|| {
+            let record = schema::parse_json(record_json).map_err(|p| vec![p])?;
+            let format = forced.or_else(|| Format::detect(&record)).ok_or_else(|| {
+                vec![crate::error::Problem::new(
+                    "unknown_format",
+                    "",
+                    "cannot tell the format of this record",
+                )]
+            })?;
+            let conversation = schema::to_conversation(format, &record)?;
+            Ok::<Outcome, Vec<crate::error::Problem>>(self.encoder.encode(&conversation))
+        });
+        let problems = match outcome {
+            Ok(Outcome::Encoded(e)) => {
+                let dict = PyDict::new(py);
+                dict.set_item("input_ids", e.ids)?;
+                dict.set_item("loss_mask", e.mask)?;
+                dict.set_item("truncated", e.truncated)?;
+                return Ok(dict);
+            }
+            Ok(Outcome::Dropped(p)) => vec![p],
+            Ok(Outcome::Rejected(ps)) | Err(ps) => ps,
+        };
+        let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let detail = serde_json::to_string(&problems).unwrap_or_default();
+        Err(RecordError::new_err((message, detail)))
+    }
+
+    fn decode(&self, ids: Vec<u32>) -> String {
+        self.encoder.tokenizer.decode(&ids)
+    }
+
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        self.encoder.tokenizer.id_to_token(id)
+    }
+
+    #[getter]
+    fn template_name(&self) -> String {
+        self.encoder.template.name().to_string()
+    }
+
+    #[getter]
+    fn template_source(&self) -> String {
+        self.encoder.template.source()
+    }
+}
+
+/// builtin_templates() -> json object of XTuner prompt templates by name.
+#[pyfunction]
+fn builtin_templates() -> String {
+    let table: serde_json::Map<String, serde_json::Value> = crate::template::builtin::names()
+        .into_iter()
+        .filter_map(|n| {
+            crate::template::builtin::get(n).map(|t| (n.to_string(), serde_json::to_value(t).unwrap_or_default()))
+        })
+        .collect();
+    serde_json::Value::Object(table).to_string()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("SftpackError", py.get_type::<SftpackError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("InputError", py.get_type::<InputError>())?;
+    m.add("TokenizerError", py.get_type::<TokenizerError>())?;
+    m.add("TemplateError", py.get_type::<TemplateError>())?;
+    m.add("RecordError", py.get_type::<RecordError>())?;
+    m.add_function(wrap_pyfunction!(check, m)?)?;
+    m.add_function(wrap_pyfunction!(samples, m)?)?;
+    m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
+    m.add_class::<PyEncoder>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Read: turn input paths into a stream of raw records, each with its exact location.
+//!
+//! Files are streamed, never loaded whole. Supported layouts:
+//! - JSON Lines (`.jsonl`): one record per non-blank line;
+//! - a top-level JSON array (`.json`, the XTuner docs' layout): one record per element;
+//! - one or more top-level JSON objects one after another (`.json`, e.g. one conversation per file);
+//!
+//! each optionally compressed as `.gz` or `.zst`. A UTF-8 BOM and CRLF line ends are accepted.
+//! A directory stands for every such file inside it, recursively, in sorted order.
+
+mod scan;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Problem, Result};
+
+pub use scan::ValueScanner;
+
+/// One record as read from disk, before parsing.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// Index of the file in the job's input list.
+    pub file: u32,
+    /// 1-based line where the record starts.
+    pub line: u64,
+    /// 0-based element index when the file is a JSON array.
+    pub index: Option<u64>,
+    /// The record's JSON text, or why it could not be cut out of the file.
+    pub text: std::result::Result<String, Problem>,
+}
+
+/// How records are laid out inside a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    JsonLines,
+    JsonValues,
+}
+
+const DATA_EXTENSIONS: [&str; 2] = ["json", "jsonl"];
+const COMPRESSED_EXTENSIONS: [&str; 2] = ["gz", "zst"];
+
+/// Expands directories into the data files they contain (sorted, recursive) and checks that
+/// every named file exists.
+pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            let before = files.len();
+            collect_dir(path, &mut files)?;
+            if files.len() == before {
+                return Err(Error::Input(format!(
+                    "directory {} holds no .json or .jsonl files (optionally .gz or .zst)",
+                    path.display()
+                )));
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .map(|entry| entry.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
+        .collect::<Result<_>>()?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_dir(&path, files)?;
+        } else if is_data_file(&path) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn is_data_file(path: &Path) -> bool {
+    let (stem, _) = split_compression(path);
+    let ext = Path::new(&stem)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    ext.is_some_and(|e| DATA_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Splits `x.jsonl.gz` into (`x.jsonl`, Some("gz")).
+fn split_compression(path: &Path) -> (String, Option<&'static str>) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for ext in COMPRESSED_EXTENSIONS {
+        if let Some(stem) = name.strip_suffix(&format!(".{ext}")) {
+            return (stem.to_string(), Some(ext));
+        }
+    }
+    (name, None)
+}
+
+/// Opens a file, decompressing by extension.
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let raw = BufReader::with_capacity(1 << 20, file);
+    let reader: Box<dyn BufRead + Send> = match split_compression(path).1 {
+        Some("gz") => Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        )),
+        Some(_) => {
+            let decoder = ruzstd::decoding::StreamingDecoder::new(raw)
+                .map_err(|e| Error::Input(format!("{} is not a valid zstd file: {e}", path.display())))?;
+            Box::new(BufReader::with_capacity(1 << 20, decoder))
+        }
+        None => Box::new(raw),
+    };
+    Ok(reader)
+}
+
+/// Chooses the layout: `.jsonl` files are line-based; other files hold JSON values (an array's
+/// elements, or objects one after another).
+pub fn layout_of(path: &Path) -> Layout {
+    let (stem, _) = split_compression(path);
+    if stem.to_ascii_lowercase().ends_with(".jsonl") {
+        Layout::JsonLines
+    } else {
+        Layout::JsonValues
+    }
+}
+
+/// Streams the records of one file.
+pub fn records(file_index: u32, path: &Path) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
+    let reader = open(path)?;
+    let owned = path.to_path_buf();
+    Ok(match layout_of(path) {
+        Layout::JsonLines => Box::new(JsonLines::new(file_index, owned, reader)),
+        Layout::JsonValues => Box::new(ValueScanner::new(file_index, owned, reader)),
+    })
+}
+
+/// JSON Lines: every non-blank line is one record.
+struct JsonLines {
+    file: u32,
+    path: PathBuf,
+    reader: Box<dyn BufRead + Send>,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+impl JsonLines {
+    fn new(file: u32, path: PathBuf, reader: Box<dyn BufRead + Send>) -> Self {
+        JsonLines {
+            file,
+            path,
+            reader,
+            line: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for JsonLines {
+    type Item = Result<RawRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(Error::io(&self.path, e))),
+            }
+            self.line += 1;
+            let mut bytes = self.buf.as_slice();
+            if self.line == 1 {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = decode_utf8(bytes).map(|s| s.trim_end_matches(['\n', '\r']).to_string());
+            return Some(Ok(RawRecord {
+                file: self.file,
+                line: self.line,
+                index: None,
+                text,
+            }));
+        }
+    }
+}
+
+pub(crate) fn decode_utf8(bytes: &[u8]) -> std::result::Result<&str, Problem> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        Problem::new(
+            "invalid_utf8",
+            "",
+            format!("the record is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
+        )
+        .hint("re-encode the file as UTF-8, e.g. `iconv -f GBK -t UTF-8 in.jsonl > out.jsonl`")
+    })
+}
+
+/// Reads a whole small file (configs, templates), naming the path on failure.
+pub fn read_to_string(path: &Path) -> Result<String> {
+    let mut text = String::new();
+    open(path)?.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
+    Ok(text)
+}

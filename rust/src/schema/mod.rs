@@ -1,0 +1,330 @@
+//! Schema: parse one raw record into the canonical [`Conversation`], whatever its format, and
+//! report every problem in it at once (kind, JSON path, message, fix).
+//!
+//! Formats (detected per file from its first record, or forced):
+//! - `openai`: `{"messages": [{"role", "content", "loss"?, "name"?, "tool_calls"?, ...}], "tools"?}`
+//! - `xtuner`: `{"conversation": [{"system"?, "input", "output", "output_with_loss"?}]}`
+//! - `alpaca`: `{"instruction", "input"?, "output", "system"?, "history"?}`
+//! - `sharegpt`: `{"conversations": [{"from", "value"}], "system"?, "tools"?}`
+//! - `oasst`: `{"text": "### Human: ... ### Assistant: ..."}` (openassistant-guanaco)
+
+mod formats;
+mod openai;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::Problem;
+
+/// Who speaks a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+
+    /// Whether a message of this role is trained when it carries no `loss` flag.
+    pub fn trained_by_default(self) -> bool {
+        self == Role::Assistant
+    }
+}
+
+/// One message of the canonical conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    /// `None` for e.g. an assistant message that only calls tools (OpenAI `content: null`).
+    pub content: Option<String>,
+    /// Per-message override of the default (system/user/tool untrained, assistant trained).
+    pub loss: Option<bool>,
+    /// Every other field the chat template may read (`name`, `tool_calls`, `tool_call_id`, ...).
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: Some(content.into()),
+            loss: None,
+            extra: Map::new(),
+        }
+    }
+
+    pub fn trained(&self) -> bool {
+        self.loss.unwrap_or_else(|| self.role.trained_by_default())
+    }
+
+    pub fn text(&self) -> &str {
+        self.content.as_deref().unwrap_or("")
+    }
+
+    /// The message as a chat template sees it.
+    pub fn to_template_value(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("role".into(), Value::String(self.role.as_str().into()));
+        map.insert(
+            "content".into(),
+            self.content.clone().map_or(Value::Null, Value::String),
+        );
+        for (k, v) in &self.extra {
+            map.insert(k.clone(), v.clone());
+        }
+        Value::Object(map)
+    }
+}
+
+/// The one shape every format is mapped to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    /// Tool (function) definitions offered to the model, passed to the template as `tools`.
+    pub tools: Option<Value>,
+}
+
+/// A dataset format sftpack reads natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    OpenAi,
+    Xtuner,
+    Alpaca,
+    ShareGpt,
+    Oasst,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::OpenAi,
+        Format::Xtuner,
+        Format::Alpaca,
+        Format::ShareGpt,
+        Format::Oasst,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::OpenAi => "openai",
+            Format::Xtuner => "xtuner",
+            Format::Alpaca => "alpaca",
+            Format::ShareGpt => "sharegpt",
+            Format::Oasst => "oasst",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The key whose presence identifies the format.
+    fn marker(self) -> &'static str {
+        match self {
+            Format::OpenAi => "messages",
+            Format::Xtuner => "conversation",
+            Format::Alpaca => "instruction",
+            Format::ShareGpt => "conversations",
+            Format::Oasst => "text",
+        }
+    }
+
+    /// The format a record's keys point to.
+    pub fn detect(record: &Map<String, Value>) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| record.contains_key(f.marker()))
+    }
+}
+
+/// Parses a record's JSON text.
+pub fn parse_json(text: &str) -> Result<Map<String, Value>, Problem> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(Problem::new(
+            "not_an_object",
+            "",
+            format!("a record must be a JSON object, found {}", json_type(&other)),
+        )
+        .hint("each line (or array element) must be one object such as {\"messages\": [...]}")),
+        Err(e) => Err(json_syntax_problem(text, &e)),
+    }
+}
+
+fn json_syntax_problem(text: &str, e: &serde_json::Error) -> Problem {
+    let kind = if e.is_eof() { "truncated_json" } else { "invalid_json" };
+    let problem = Problem::new(kind, "", format!("invalid JSON: {e}"));
+    let at = text
+        .lines()
+        .nth(e.line().saturating_sub(1))
+        .map(|l| l.get(e.column().saturating_sub(1)..).unwrap_or(""))
+        .unwrap_or("");
+    if ["True", "False"].iter().any(|w| at.starts_with(w)) {
+        problem.hint("JSON booleans are lowercase: write true/false, not Python's True/False")
+    } else if at.starts_with("None") {
+        problem.hint("JSON writes Python's None as null")
+    } else if at.starts_with('\'') {
+        problem.hint("JSON strings take double quotes; this looks like a Python dict (use json.dumps, not str)")
+    } else {
+        problem
+    }
+}
+
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Maps a parsed record in `format` to the canonical conversation.
+pub fn to_conversation(format: Format, record: &Map<String, Value>) -> Result<Conversation, Vec<Problem>> {
+    let marker = format.marker();
+    if !record.contains_key(marker) {
+        let found = Format::detect(record).map_or(String::new(), |f| {
+            format!(" (this record looks like the {} format)", f.name())
+        });
+        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        return Err(vec![Problem::new(
+            "missing_field",
+            marker,
+            format!(
+                "the {} format needs a \"{marker}\" field; the record has {keys:?}{found}",
+                format.name()
+            ),
+        )
+        .hint("keep one format per file, or pass --format to say which one")]);
+    }
+    match format {
+        Format::OpenAi => openai::parse(record),
+        Format::Xtuner => formats::xtuner(record),
+        Format::Alpaca => formats::alpaca(record),
+        Format::ShareGpt => formats::sharegpt(record),
+        Format::Oasst => formats::oasst(record),
+    }
+}
+
+/// Reads a `loss` flag: a JSON boolean, or the strings "true"/"false" in any case.
+pub(crate) fn parse_loss(value: &Value, path: &str) -> Result<Option<bool>, Problem> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        other => Err(Problem::new(
+            "invalid_loss_flag",
+            path,
+            format!("\"loss\" must be true or false, found {}", short(other)),
+        )
+        .hint("write \"loss\": true or \"loss\": false (the strings \"true\"/\"false\" are accepted too)")),
+    }
+}
+
+/// A short quote of a JSON value for messages.
+pub(crate) fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 40 {
+        let cut: String = text.chars().take(40).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// Reads a required string field, recording a problem if it is missing or not a string.
+pub(crate) fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<&'a str> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Some(s),
+        None | Some(Value::Null) => {
+            problems.push(Problem::new(
+                "missing_field",
+                join(path, key),
+                format!("\"{key}\" is required"),
+            ));
+            None
+        }
+        Some(other) => {
+            problems.push(wrong_type(&join(path, key), "a string", other));
+            None
+        }
+    }
+}
+
+/// Reads an optional string field (absent or null is None).
+pub(crate) fn optional_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<&'a str> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Some(s),
+        None | Some(Value::Null) => None,
+        Some(other) => {
+            problems.push(wrong_type(&join(path, key), "a string", other));
+            None
+        }
+    }
+}
+
+pub(crate) fn wrong_type(path: &str, expected: &str, found: &Value) -> Problem {
+    Problem::new(
+        "wrong_type",
+        path,
+        format!("expected {expected}, found {} {}", json_type(found), short(found)),
+    )
+}
+
+/// `a` + `.b` as a JSON path (`messages[2].content`).
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Final checks shared by every format.
+pub(crate) fn validate(conversation: &Conversation, problems: &mut Vec<Problem>, path_of: impl Fn(usize) -> String) {
+    if conversation.messages.is_empty() {
+        problems.push(Problem::new(
+            "empty_conversation",
+            "",
+            "the conversation has no messages",
+        ));
+    }
+    for (i, m) in conversation.messages.iter().enumerate() {
+        let empty = m.text().trim().is_empty();
+        if m.role == Role::Assistant && empty && !m.extra.contains_key("tool_calls") && m.trained() {
+            problems.push(
+                Problem::new(
+                    "empty_assistant",
+                    path_of(i),
+                    "an assistant message to be trained has no content",
+                )
+                .hint("remove the record, fill in the reply, or set \"loss\": false on it"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

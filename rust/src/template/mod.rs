@@ -1,0 +1,78 @@
+//! Template: how a conversation becomes text. Three sources:
+//! - the tokenizer's own Jinja chat template (the default);
+//! - a built-in XTuner prompt template by name (`--template qwen_chat`), see [`builtin`];
+//! - a user's Jinja file (`--template my_template.jinja`).
+
+pub mod builtin;
+pub mod jinja;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::tokenize::{hex_sha256, TokenizerBundle};
+
+pub use builtin::BuiltinTemplate;
+pub use jinja::JinjaTemplate;
+
+pub enum ChatTemplate {
+    Jinja { name: String, template: JinjaTemplate },
+    Builtin(BuiltinTemplate),
+}
+
+impl ChatTemplate {
+    /// Picks the template from `spec`: None or "tokenizer" = the tokenizer's own, a built-in
+    /// name, or a path to a Jinja file.
+    pub fn resolve(spec: Option<&str>, tokenizer: &TokenizerBundle) -> Result<Self> {
+        match spec {
+            None | Some("tokenizer") => {
+                let source = tokenizer.chat_template.as_deref().ok_or_else(|| {
+                    Error::Template(format!(
+                        "the tokenizer at {} has no chat template\nhint: pass --template NAME (one of: {}) or --template FILE.jinja",
+                        tokenizer.path.display(),
+                        builtin::names().join(", ")
+                    ))
+                })?;
+                Ok(ChatTemplate::Jinja {
+                    name: "tokenizer".into(),
+                    template: JinjaTemplate::new(source, &tokenizer.special)?,
+                })
+            }
+            Some(name) => {
+                if let Some(t) = builtin::get(name) {
+                    return Ok(ChatTemplate::Builtin(t));
+                }
+                let path = Path::new(name);
+                if path.is_file() {
+                    let source = crate::read::read_to_string(path)?;
+                    return Ok(ChatTemplate::Jinja {
+                        name: name.into(),
+                        template: JinjaTemplate::new(&source, &tokenizer.special)?,
+                    });
+                }
+                Err(Error::Template(format!(
+                    "unknown template \"{name}\": it is neither a built-in template nor a file\nhint: built-in templates are {}; `sftpack templates list` shows them",
+                    builtin::names().join(", ")
+                )))
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ChatTemplate::Jinja { name, .. } => name,
+            ChatTemplate::Builtin(t) => &t.name,
+        }
+    }
+
+    /// The template's full definition, as recorded in manifests.
+    pub fn source(&self) -> String {
+        match self {
+            ChatTemplate::Jinja { template, .. } => template.source.clone(),
+            ChatTemplate::Builtin(t) => serde_json::to_string(t).unwrap_or_default(),
+        }
+    }
+
+    pub fn sha256(&self) -> String {
+        hex_sha256(self.source().as_bytes())
+    }
+}

@@ -1,0 +1,296 @@
+//! Tokenize: load a Hugging Face tokenizer directory and encode rendered text exactly as
+//! transformers does (`add_special_tokens=False` on the rendered chat), with byte offsets.
+//!
+//! One difference by design: text inside message content that spells a special token (say a
+//! user pasting `<|im_end|>`) stays text, so data cannot inject control tokens. Callers pass the
+//! byte ranges of content; special tokens found there are encoded as plain text.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use aho_corasick::AhoCorasick;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::str::FromStr;
+
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Problem, Result};
+use crate::read::read_to_string;
+
+/// The special-token strings a tokenizer config names (`bos_token`, `eos_token`, ...).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpecialTokens {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub unk_token: Option<String>,
+    pub pad_token: Option<String>,
+}
+
+/// A loaded tokenizer with what templates and XTuner's rules need from its config.
+pub struct TokenizerBundle {
+    tokenizer: Tokenizer,
+    /// The same tokenizer with special-token matching off, for text that must stay text.
+    text_only: Tokenizer,
+    special_matcher: Option<AhoCorasick>,
+    pub special: SpecialTokens,
+    /// `tokenizer_class` from tokenizer_config.json (XTuner's BOS rule depends on it).
+    pub tokenizer_class: Option<String>,
+    /// The chat template shipped with the tokenizer, if any.
+    pub chat_template: Option<String>,
+    /// Extra `tokenizer_config.json` keys passed to templates.
+    pub config: serde_json::Map<String, Value>,
+    /// sha256 of tokenizer.json: identifies the vocabulary in manifests.
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// Ids and where each token starts in the encoded text (byte offset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub starts: Vec<usize>,
+}
+
+impl Tokens {
+    fn extend_shifted(&mut self, other: Tokens, shift: usize) {
+        self.ids.extend(other.ids);
+        self.starts.extend(other.starts.into_iter().map(|s| s + shift));
+    }
+}
+
+fn locate_tokenizer_json(dir: &Path) -> Option<PathBuf> {
+    ["tokenizer.json", "tokenizer.json.gz"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn missing_tokenizer_error(dir: &Path) -> Error {
+    let spm = ["tokenizer.model"].iter().any(|n| dir.join(n).is_file())
+        || std::fs::read_dir(dir).ok().is_some_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".model"))
+        });
+    let hint = if spm {
+        format!(
+            "this directory has a SentencePiece model only; convert it once with `sftpack convert-tokenizer {}`, which writes tokenizer.json beside it",
+            dir.display()
+        )
+    } else {
+        "point --tokenizer at a Hugging Face tokenizer directory (with tokenizer.json) or at a tokenizer.json file"
+            .to_string()
+    };
+    Error::Tokenizer(format!("no tokenizer.json in {}\nhint: {hint}", dir.display()))
+}
+
+/// A config token is a string or an AddedToken object `{"content": ...}`.
+fn token_string(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// `chat_template` may be a string or a list of named templates (the "default" one is used).
+fn template_from_config(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => items
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .or_else(|| items.first())
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+fn read_json_object(path: &Path) -> Result<serde_json::Map<String, Value>> {
+    let text = read_to_string(path)?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::Tokenizer(format!("{} is not a JSON object", path.display()))),
+        Err(e) => Err(Error::Tokenizer(format!("{} is not valid JSON: {e}", path.display()))),
+    }
+}
+
+fn load_chat_template(dir: &Path, config: &serde_json::Map<String, Value>) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return read_to_string(&jinja).map(Some);
+    }
+    let json = dir.join("chat_template.json");
+    if json.is_file() {
+        let map = read_json_object(&json)?;
+        return Ok(template_from_config(map.get("chat_template")));
+    }
+    Ok(template_from_config(config.get("chat_template")))
+}
+
+impl TokenizerBundle {
+    /// Loads a tokenizer directory, or a tokenizer.json file (its directory supplies the config).
+    pub fn load(path: &Path) -> Result<Self> {
+        let (dir, json_path) = if path.is_dir() {
+            let json = locate_tokenizer_json(path).ok_or_else(|| missing_tokenizer_error(path))?;
+            (path.to_path_buf(), json)
+        } else if path.is_file() {
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.to_path_buf(),
+            )
+        } else {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer path {} does not exist",
+                path.display()
+            )));
+        };
+        let text = read_to_string(&json_path)?;
+        let tokenizer = Tokenizer::from_str(&text).map_err(|e| {
+            Error::Tokenizer(format!(
+                "{} is not a tokenizer.json that the tokenizers library can load: {e}",
+                json_path.display()
+            ))
+        })?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.is_file() {
+            read_json_object(&config_path)?
+        } else {
+            serde_json::Map::new()
+        };
+        let chat_template = load_chat_template(&dir, &config)?;
+        Ok(Self::assemble(
+            tokenizer,
+            config,
+            chat_template,
+            hex_sha256(text.as_bytes()),
+            json_path,
+        ))
+    }
+
+    fn assemble(
+        tokenizer: Tokenizer,
+        config: serde_json::Map<String, Value>,
+        chat_template: Option<String>,
+        sha256: String,
+        path: PathBuf,
+    ) -> Self {
+        let special = SpecialTokens {
+            bos_token: token_string(config.get("bos_token")),
+            eos_token: token_string(config.get("eos_token")),
+            unk_token: token_string(config.get("unk_token")),
+            pad_token: token_string(config.get("pad_token")),
+        };
+        let mut text_only = tokenizer.clone();
+        text_only.set_encode_special_tokens(true);
+        let specials: Vec<String> = tokenizer
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content)
+            .collect();
+        let special_matcher = AhoCorasick::new(&specials).ok().filter(|_| !specials.is_empty());
+        TokenizerBundle {
+            tokenizer,
+            text_only,
+            special_matcher,
+            special,
+            tokenizer_class: config
+                .get("tokenizer_class")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            chat_template,
+            config,
+            sha256,
+            path,
+        }
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Special-token strings that occur inside `text`, as byte ranges.
+    pub fn special_tokens_in(&self, text: &str) -> Vec<Range<usize>> {
+        match &self.special_matcher {
+            Some(m) => m.find_iter(text).map(|found| found.range()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn encode_with(tokenizer: &Tokenizer, text: &str, offsets: bool) -> std::result::Result<Tokens, Problem> {
+        let encoding = if offsets {
+            tokenizer.encode(text, false)
+        } else {
+            tokenizer.encode_fast(text, false)
+        }
+        .map_err(|e| Problem::new("tokenizer_error", "", format!("the tokenizer failed: {e}")))?;
+        let starts = if offsets {
+            encoding.get_offsets().iter().map(|o| o.0).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Tokens {
+            ids: encoding.get_ids().to_vec(),
+            starts,
+        })
+    }
+
+    /// Encodes `text` without adding special tokens. Special tokens spelled inside `content`
+    /// ranges are encoded as text. `offsets` = false skips token offsets (faster).
+    pub fn encode(&self, text: &str, content: &[Range<usize>], offsets: bool) -> std::result::Result<Tokens, Problem> {
+        let injected: Vec<Range<usize>> = content
+            .iter()
+            .flat_map(|range| {
+                self.special_tokens_in(&text[range.clone()])
+                    .into_iter()
+                    .map(move |r| r.start + range.start..r.end + range.start)
+            })
+            .collect();
+        if injected.is_empty() {
+            return Self::encode_with(&self.tokenizer, text, offsets);
+        }
+        let mut tokens = Tokens::default();
+        let mut cursor = 0;
+        for range in injected {
+            if range.start > cursor {
+                tokens.extend_shifted(
+                    Self::encode_with(&self.tokenizer, &text[cursor..range.start], true)?,
+                    cursor,
+                );
+            }
+            tokens.extend_shifted(
+                Self::encode_with(&self.text_only, &text[range.clone()], true)?,
+                range.start,
+            );
+            cursor = range.end;
+        }
+        if cursor < text.len() {
+            tokens.extend_shifted(Self::encode_with(&self.tokenizer, &text[cursor..], true)?, cursor);
+        }
+        if !offsets {
+            tokens.starts.clear();
+        }
+        Ok(tokens)
+    }
+}
+
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
