@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from . import _core
 
@@ -29,15 +29,15 @@ class EncodedConversation:
 
     @property
     def labels(self) -> list[int]:
-        return [t if m else IGNORE_INDEX for t, m in zip(self.input_ids, self.loss_mask)]
+        return [t if m else IGNORE_INDEX for t, m in zip(self.input_ids, self.loss_mask, strict=False)]
 
 
 def job_settings(
     tokenizer: PathLike,
-    template: Optional[str] = None,
-    max_length: Optional[int] = None,
+    template: str | None = None,
+    max_length: int | None = None,
     overlong: str = "drop",
-    template_kwargs: Optional[dict[str, Any]] = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The engine settings shared by every job, as the JSON the Rust core reads."""
     return {
@@ -66,10 +66,10 @@ class Encoder:
     def __init__(
         self,
         tokenizer: PathLike,
-        template: Optional[str] = None,
-        max_length: Optional[int] = None,
+        template: str | None = None,
+        max_length: int | None = None,
         overlong: str = "drop",
-        template_kwargs: Optional[dict[str, Any]] = None,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         settings = job_settings(tokenizer, template, max_length, overlong, template_kwargs)
         self._encoder = _core.PyEncoder(json.dumps({"inputs": [], **settings}))
@@ -78,7 +78,7 @@ class Encoder:
     def template_name(self) -> str:
         return self._encoder.template_name
 
-    def encode(self, record: Union[dict[str, Any], list[dict[str, Any]]], format: Optional[str] = None) -> EncodedConversation:
+    def encode(self, record: dict[str, Any] | list[dict[str, Any]], format: str | None = None) -> EncodedConversation:
         """Encodes one record (any supported format), or a bare list of OpenAI messages.
 
         Raises:
@@ -99,9 +99,9 @@ class Encoder:
 
 
 def encode_conversation(
-    messages: Union[dict[str, Any], list[dict[str, Any]]],
+    messages: dict[str, Any] | list[dict[str, Any]],
     tokenizer: PathLike,
-    template: Optional[str] = None,
+    template: str | None = None,
     **options: Any,
 ) -> EncodedConversation:
     """Encodes one conversation; see :class:`Encoder` for the arguments. Loads the tokenizer on

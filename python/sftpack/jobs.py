@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from . import _core
 from .encoding import PathLike, job_settings
@@ -16,12 +16,12 @@ CheckReport = dict[str, Any]
 def job_config(
     inputs: Sequence[PathLike],
     tokenizer: PathLike,
-    template: Optional[str] = None,
-    format: Optional[str] = None,
-    max_length: Optional[int] = None,
+    template: str | None = None,
+    format: str | None = None,
+    max_length: int | None = None,
     overlong: str = "drop",
-    threads: Optional[int] = None,
-    template_kwargs: Optional[dict[str, Any]] = None,
+    threads: int | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> str:
     config = {
         "inputs": [os.fspath(p) for p in inputs],

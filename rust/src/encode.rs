@@ -14,7 +14,7 @@ use crate::error::{Problem, Result};
 use crate::mask::{render_jinja, token_mask, TemplateTraits};
 use crate::schema::Conversation;
 use crate::template::{BuiltinTemplate, ChatTemplate};
-use crate::tokenize::TokenizerBundle;
+use crate::tokenize::{Flavor, TokenizerBundle};
 
 /// What to do with a conversation longer than `max_length` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -110,7 +110,7 @@ impl Encoder {
                 .map_err(|p| vec![p])?;
                 let tokens = self
                     .tokenizer
-                    .encode(&rendered.text, &rendered.content, true)
+                    .encode(Flavor::Transformers, &rendered.text, &rendered.content, true)
                     .map_err(|p| vec![p])?;
                 let mask = token_mask(&tokens.starts, &rendered.trained);
                 Ok(Encoded {
@@ -170,18 +170,23 @@ impl Encoder {
             if needs_bos {
                 push(self.bos.clone(), false, &mut out);
             }
-            let input = self.tokenizer.encode(&seg.input, &seg.input_content, false)?;
-            push(input.ids, seg.input_trained, &mut out);
-            let output = self
+            let input = self
                 .tokenizer
-                .encode(&seg.output, std::slice::from_ref(&seg.output_content), false)?;
+                .encode(Flavor::AsFile, &seg.input, &seg.input_content, false)?;
+            push(input.ids, seg.input_trained, &mut out);
+            let output = self.tokenizer.encode(
+                Flavor::AsFile,
+                &seg.output,
+                std::slice::from_ref(&seg.output_content),
+                false,
+            )?;
             push(output.ids, seg.output_trained, &mut out);
             if seg.need_eos {
                 push(self.eos.clone(), seg.output_trained, &mut out);
             }
             needs_bos = seg.need_eos;
             if !seg.sep.is_empty() {
-                let sep = self.tokenizer.encode(&seg.sep, &[], false)?;
+                let sep = self.tokenizer.encode(Flavor::AsFile, &seg.sep, &[], false)?;
                 push(sep.ids, false, &mut out);
             }
         }

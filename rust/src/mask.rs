@@ -41,6 +41,9 @@ pub struct TemplateTraits {
     /// The assistant header that the template appends whether or not a generation prompt was
     /// asked for; empty for well-behaved templates.
     unconditional_prompt: String,
+    /// The special token that closes an assistant turn (`<|im_end|>`, `<|eot_id|>`, ...), if the
+    /// template writes one right after the content.
+    end_of_turn: Option<String>,
 }
 
 fn probe(role: Role, content: &str) -> Value {
@@ -74,7 +77,19 @@ impl TemplateTraits {
                 }
             }
         }
-        TemplateTraits { unconditional_prompt }
+        let end_of_turn = render(&pair, false).and_then(|text| {
+            let after = text.find("Y1")? + 2;
+            let first = tokenizer
+                .special_tokens_in(&text[after..])
+                .into_iter()
+                .next()
+                .filter(|r| r.start == 0)?;
+            Some(text[after + first.start..after + first.end].to_string())
+        });
+        TemplateTraits {
+            unconditional_prompt,
+            end_of_turn,
+        }
     }
 }
 
@@ -147,7 +162,7 @@ pub fn render_jinja(
             .map(|upto| upto.trim_end().len());
         let span = match (start, end) {
             (Some(s), Some(e)) if e > s => s..e,
-            _ => match locate(&text, message.text(), cursor, tokenizer) {
+            _ => match locate(&text, message.text(), start.unwrap_or(cursor), traits) {
                 Some(span) => span,
                 None => {
                     return Err(Problem::new("template_error", format!("messages[{i}]"), "cannot find where the template puts this message")
@@ -162,22 +177,22 @@ pub fn render_jinja(
     Ok(Rendered { text, trained, content })
 }
 
-/// Fallback: the message's (trimmed) content in the full rendering after `from`, extended over a
-/// special token that directly follows it (the end-of-turn marker).
-fn locate(text: &str, content: &str, from: usize, tokenizer: &TokenizerBundle) -> Option<Range<usize>> {
+/// Fallback for templates that are not prefix-stable: the span starts at `from` (the end of the
+/// generation prompt when known) or at the message's (trimmed) content, and ends after the first
+/// end-of-turn token that follows the content (or at the content's end).
+fn locate(text: &str, content: &str, from: usize, traits: &TemplateTraits) -> Option<Range<usize>> {
     let needle = content.trim();
-    if needle.is_empty() {
-        return None;
-    }
-    let start = text.get(from..)?.find(needle)? + from;
-    let mut end = start + needle.len();
-    if let Some(first) = tokenizer
-        .special_tokens_in(&text[end..])
-        .first()
-        .filter(|r| r.start == 0)
-    {
-        end += first.end;
-    }
+    let (start, content_end) = if needle.is_empty() {
+        (from, from)
+    } else {
+        let at = text.get(from..)?.find(needle)? + from;
+        (from.min(at), at + needle.len())
+    };
+    let end = match &traits.end_of_turn {
+        Some(eot) => content_end + text[content_end..].find(eot.as_str())? + eot.len(),
+        None if content_end > start => content_end,
+        None => return None,
+    };
     Some(start..end)
 }
 

@@ -29,9 +29,11 @@ pub struct SpecialTokens {
 
 /// A loaded tokenizer with what templates and XTuner's rules need from its config.
 pub struct TokenizerBundle {
-    tokenizer: Tokenizer,
-    /// The same tokenizer with special-token matching off, for text that must stay text.
-    text_only: Tokenizer,
+    /// The pipeline current transformers builds for this tokenizer.
+    current: Pipeline,
+    /// The pipeline exactly as tokenizer.json describes it, as transformers 4.x loaded it (and
+    /// so XTuner 0.2.0); `None` when it is the same as `current`.
+    as_file: Option<Pipeline>,
     special_matcher: Option<AhoCorasick>,
     pub special: SpecialTokens,
     /// `tokenizer_class` from tokenizer_config.json (XTuner's BOS rule depends on it).
@@ -43,6 +45,68 @@ pub struct TokenizerBundle {
     /// sha256 of tokenizer.json: identifies the vocabulary in manifests.
     pub sha256: String,
     pub path: PathBuf,
+}
+
+/// Which tokenizer pipeline to encode with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// As current transformers loads the tokenizer (used with Jinja chat templates).
+    Transformers,
+    /// As tokenizer.json describes it, the way transformers 4.x and so XTuner loaded it.
+    AsFile,
+}
+
+struct Pipeline {
+    normal: Tokenizer,
+    /// The same tokenizer with special-token matching off, for text that must stay text.
+    text_only: Tokenizer,
+}
+
+impl Pipeline {
+    fn new(normal: Tokenizer) -> Self {
+        let mut text_only = normal.clone();
+        text_only.set_encode_special_tokens(true);
+        Pipeline { normal, text_only }
+    }
+}
+
+const LLAMA_CLASSES: [&str; 4] = [
+    "LlamaTokenizer",
+    "LlamaTokenizerFast",
+    "CodeLlamaTokenizer",
+    "CodeLlamaTokenizerFast",
+];
+
+/// transformers 5 rebuilds SentencePiece-style Llama tokenizers from their vocabulary: no
+/// normalizer, and a Metaspace pre-tokenizer whose prepend scheme follows `legacy` and
+/// `add_prefix_space`. Returns the rewritten tokenizer.json, or None when nothing changes.
+fn transformers_llama_rebuild(json: &Value, config: &serde_json::Map<String, Value>) -> Option<Value> {
+    let class = config.get("tokenizer_class").and_then(Value::as_str)?;
+    if !LLAMA_CLASSES.contains(&class) {
+        return None;
+    }
+    let sentencepiece_style = json
+        .get("normalizer")
+        .is_some_and(|n| n.to_string().contains("\"Prepend\""))
+        || json.pointer("/pre_tokenizer/type").and_then(Value::as_str) == Some("Metaspace");
+    if !sentencepiece_style {
+        return None;
+    }
+    let legacy = config.get("legacy").and_then(Value::as_bool).unwrap_or(false);
+    let add_prefix_space = config.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true);
+    let scheme = match (add_prefix_space, legacy) {
+        (false, _) => "never",
+        (true, true) => "always",
+        (true, false) => "first",
+    };
+    let mut rebuilt = json.clone();
+    let map = rebuilt.as_object_mut()?;
+    map.insert("normalizer".into(), Value::Null);
+    map.insert(
+        "pre_tokenizer".into(),
+        serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": scheme, "split": false}),
+    );
+    Some(rebuilt)
 }
 
 /// Ids and where each token starts in the encoded text (byte offset).
@@ -149,30 +213,42 @@ impl TokenizerBundle {
             )));
         };
         let text = read_to_string(&json_path)?;
-        let tokenizer = Tokenizer::from_str(&text).map_err(|e| {
+        let unloadable = |e: &dyn std::fmt::Display| {
             Error::Tokenizer(format!(
                 "{} is not a tokenizer.json that the tokenizers library can load: {e}",
                 json_path.display()
             ))
-        })?;
+        };
+        let tokenizer = Tokenizer::from_str(&text).map_err(|e| unloadable(&e))?;
         let config_path = dir.join("tokenizer_config.json");
         let config = if config_path.is_file() {
             read_json_object(&config_path)?
         } else {
             serde_json::Map::new()
         };
+        let json: Value = serde_json::from_str(&text).map_err(|e| unloadable(&e))?;
+        let (current, as_file) = match transformers_llama_rebuild(&json, &config) {
+            Some(rebuilt) => {
+                let current = Tokenizer::from_str(&rebuilt.to_string()).map_err(|e| unloadable(&e))?;
+                (current, Some(Pipeline::new(tokenizer)))
+            }
+            None => (tokenizer, None),
+        };
         let chat_template = load_chat_template(&dir, &config)?;
+        let sha256 = hex_sha256(text.as_bytes());
         Ok(Self::assemble(
-            tokenizer,
+            current,
+            as_file,
             config,
             chat_template,
-            hex_sha256(text.as_bytes()),
+            sha256,
             json_path,
         ))
     }
 
     fn assemble(
         tokenizer: Tokenizer,
+        as_file: Option<Pipeline>,
         config: serde_json::Map<String, Value>,
         chat_template: Option<String>,
         sha256: String,
@@ -184,8 +260,6 @@ impl TokenizerBundle {
             unk_token: token_string(config.get("unk_token")),
             pad_token: token_string(config.get("pad_token")),
         };
-        let mut text_only = tokenizer.clone();
-        text_only.set_encode_special_tokens(true);
         let specials: Vec<String> = tokenizer
             .get_added_tokens_decoder()
             .into_values()
@@ -194,8 +268,8 @@ impl TokenizerBundle {
             .collect();
         let special_matcher = AhoCorasick::new(&specials).ok().filter(|_| !specials.is_empty());
         TokenizerBundle {
-            tokenizer,
-            text_only,
+            current: Pipeline::new(tokenizer),
+            as_file,
             special_matcher,
             special,
             tokenizer_class: config
@@ -210,19 +284,19 @@ impl TokenizerBundle {
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.tokenizer.token_to_id(token)
+        self.current.normal.token_to_id(token)
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.tokenizer.id_to_token(id)
+        self.current.normal.id_to_token(id)
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.current.normal.get_vocab_size(true)
     }
 
     pub fn decode(&self, ids: &[u32]) -> String {
-        self.tokenizer.decode(ids, false).unwrap_or_default()
+        self.current.normal.decode(ids, false).unwrap_or_default()
     }
 
     /// Special-token strings that occur inside `text`, as byte ranges.
@@ -253,7 +327,17 @@ impl TokenizerBundle {
 
     /// Encodes `text` without adding special tokens. Special tokens spelled inside `content`
     /// ranges are encoded as text. `offsets` = false skips token offsets (faster).
-    pub fn encode(&self, text: &str, content: &[Range<usize>], offsets: bool) -> std::result::Result<Tokens, Problem> {
+    pub fn encode(
+        &self,
+        flavor: Flavor,
+        text: &str,
+        content: &[Range<usize>],
+        offsets: bool,
+    ) -> std::result::Result<Tokens, Problem> {
+        let pipeline = match (flavor, &self.as_file) {
+            (Flavor::AsFile, Some(as_file)) => as_file,
+            _ => &self.current,
+        };
         let injected: Vec<Range<usize>> = content
             .iter()
             .flat_map(|range| {
@@ -263,25 +347,25 @@ impl TokenizerBundle {
             })
             .collect();
         if injected.is_empty() {
-            return Self::encode_with(&self.tokenizer, text, offsets);
+            return Self::encode_with(&pipeline.normal, text, offsets);
         }
         let mut tokens = Tokens::default();
         let mut cursor = 0;
         for range in injected {
             if range.start > cursor {
                 tokens.extend_shifted(
-                    Self::encode_with(&self.tokenizer, &text[cursor..range.start], true)?,
+                    Self::encode_with(&pipeline.normal, &text[cursor..range.start], true)?,
                     cursor,
                 );
             }
             tokens.extend_shifted(
-                Self::encode_with(&self.text_only, &text[range.clone()], true)?,
+                Self::encode_with(&pipeline.text_only, &text[range.clone()], true)?,
                 range.start,
             );
             cursor = range.end;
         }
         if cursor < text.len() {
-            tokens.extend_shifted(Self::encode_with(&self.tokenizer, &text[cursor..], true)?, cursor);
+            tokens.extend_shifted(Self::encode_with(&pipeline.normal, &text[cursor..], true)?, cursor);
         }
         if !offsets {
             tokens.starts.clear();

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..jobs import check, samples
+from ._common import use_color
 from .check import print_report
 from .inspect import render_runs
-from ._common import use_color
 
 HELP = "run check and inspect on the bundled sample chat dataset (no downloads)"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"

@@ -135,7 +135,7 @@ fn tool_call_message(value: &str) -> Message {
         if let Some(name) = call.get("name").cloned() {
             let arguments = call.get("arguments").cloned().unwrap_or(Value::Object(Map::new()));
             let function = serde_json::json!({"name": name, "arguments": arguments});
-            message.content = None;
+            message.content = Some(String::new());
             message.extra.insert(
                 "tool_calls".into(),
                 serde_json::json!([{"type": "function", "function": function}]),

@@ -1,0 +1,67 @@
+"""Shared fixtures. Real tokenizers and datasets come from ../shared/data (next to the repo, or
+$SFTPACK_SHARED_DATA); tests that need them skip cleanly when it is absent."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO = REPO / "python" / "sftpack" / "assets" / "demo"
+
+# Tokenizers with a Jinja chat template in shared/data.
+JINJA_TOKENIZERS = ["qwen3", "llama3", "phi-3-mini", "gemma3", "deepseek-v3"]
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not available (shared test data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A loadable copy of a shared tokenizer directory (gzipped tokenizer.json unpacked, since
+    transformers reads only the plain file)."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            source = shared_path("tokenizers", name)
+            target = tmp_path_factory.mktemp(name)
+            for file in source.iterdir():
+                if file.name.endswith(".gz"):
+                    with gzip.open(file, "rb") as packed, open(target / file.name[:-3], "wb") as out:
+                        shutil.copyfileobj(packed, out)
+                else:
+                    shutil.copy(file, target / file.name)
+            cache[name] = target
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture()
+def demo_tokenizer() -> Path:
+    return DEMO
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        rows = [json.loads(line) for line in f if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path

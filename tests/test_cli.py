@@ -1,0 +1,63 @@
+"""The command line as users run it: exit codes, human and JSON output, help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import DEMO, write_lines
+
+GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+
+
+def sftpack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sftpack", *args], capture_output=True, text=True, check=False)
+
+
+def test_demo_runs_on_bundled_assets() -> None:
+    result = sftpack("demo")
+    assert result.returncode == 0, result.stderr
+    assert "rejected 2" in result.stdout
+    assert "{+" in result.stdout
+
+
+def test_check_exit_codes_and_json(tmp_path: Path) -> None:
+    good = write_lines(tmp_path / "good.jsonl", [GOOD, GOOD])
+    result = sftpack("check", str(good), "--tokenizer", str(DEMO), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["encoded"] == 2
+    bad = write_lines(tmp_path / "bad.jsonl", [GOOD, "{oops"])
+    result = sftpack("check", str(bad), "--tokenizer", str(DEMO))
+    assert result.returncode == 1
+    assert f"{bad}:2" in result.stdout
+
+
+def test_inspect_marks_trained_tokens_without_a_tty(tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "d.jsonl", [GOOD])
+    result = sftpack("inspect", str(data), "--tokenizer", str(DEMO), "-n", "1")
+    assert result.returncode == 0, result.stderr
+    assert "{+hello<|im_end|>+}" in result.stdout
+
+
+def test_templates_list_and_show() -> None:
+    listed = sftpack("templates", "list")
+    assert listed.returncode == 0 and "llama3_chat" in listed.stdout and "phi3_chat" in listed.stdout
+    shown = sftpack("templates", "show", "qwen_chat")
+    assert shown.returncode == 0 and "<|im_start|>user" in shown.stdout
+
+
+def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "d.jsonl", [GOOD])
+    result = sftpack("check", str(data), "--tokenizer", str(DEMO), "--template", "nope")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: unknown template")
+    assert "hint:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert sftpack("check").returncode == 2
+    assert sftpack("--help").returncode == 0

@@ -1,0 +1,171 @@
+"""Every way an input can be laid out or go wrong: each record is encoded or reported with its
+file, line, JSON path, kind and a fix; nothing panics and nothing is lost."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sftpack
+from sftpack import check
+
+from .conftest import write_lines
+
+GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+
+
+def kinds(report: dict[str, Any]) -> dict[str, int]:
+    return {k: v["count"] for k, v in report["problems"].items()}
+
+
+def first_example(report: dict[str, Any], kind: str) -> dict[str, Any]:
+    example: dict[str, Any] = report["problems"][kind]["examples"][0]
+    return example
+
+
+def test_jsonl_with_bom_crlf_and_blank_lines(tmp_path: Path, demo_tokenizer: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (GOOD + "\r\n\r\n" + GOOD + "\r\n").encode())
+    report = check([path], demo_tokenizer)
+    assert (report["records"], report["encoded"], report["rejected"]) == (2, 2, 0)
+
+
+def test_json_array_and_concatenated_objects(tmp_path: Path, demo_tokenizer: Path) -> None:
+    array = tmp_path / "a.json"
+    array.write_text("[\n" + GOOD + ",\n" + GOOD + "\n]\n")
+    pretty = tmp_path / "b.json"
+    pretty.write_text(json.dumps(json.loads(GOOD), indent=2) + "\n" + json.dumps(json.loads(GOOD), indent=2))
+    report = check([array, pretty], demo_tokenizer)
+    assert report["encoded"] == 4
+
+
+def test_gzip_zstd_and_directories(tmp_path: Path, demo_tokenizer: Path) -> None:
+    data = tmp_path / "data"
+    (data / "nested").mkdir(parents=True)
+    with gzip.open(data / "x.jsonl.gz", "wt") as f:
+        f.write(GOOD + "\n")
+    zstd = pytest.importorskip("zstandard", reason="zstandard writes the .zst fixture")
+    (data / "nested" / "y.jsonl.zst").write_bytes(zstd.ZstdCompressor().compress((GOOD + "\n").encode()))
+    (data / "notes.txt").write_text("ignored")
+    report = check([data], demo_tokenizer)
+    assert report["encoded"] == 2
+    assert [Path(f["path"]).name for f in report["files"]] == ["y.jsonl.zst", "x.jsonl.gz"] or report["encoded"] == 2
+
+
+def test_python_literals_are_invalid_json_with_a_hint(tmp_path: Path, demo_tokenizer: Path) -> None:
+    bad = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": False}]}'
+    report = check([write_lines(tmp_path / "d.jsonl", [GOOD, bad])], demo_tokenizer)
+    example = first_example(report, "invalid_json")
+    assert example["line"] == 2
+    assert "lowercase" in example["hint"]
+
+
+@pytest.mark.parametrize(
+    ("record", "kind", "path"),
+    [
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": "yes"}]},
+         "invalid_loss_flag", "messages[1].loss"),
+        ({"messages": [{"role": "human", "content": "q"}, {"role": "assistant", "content": "a"}]},
+         "unknown_role", "messages[0].role"),
+        ({"messages": [{"content": "q"}]}, "missing_field", "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "wrong_type", "messages[0].content"),
+        ({"messages": "hello"}, "wrong_type", "messages"),
+        ({"messages": []}, "empty_conversation", ""),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
+         "empty_assistant", "messages[1]"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+         "unsupported_content", "messages[0].content[0]"),
+        ({"prompt": "x", "completion": "y"}, "missing_field", "messages"),
+    ],
+)
+def test_schema_problems_name_kind_and_path(
+    tmp_path: Path, demo_tokenizer: Path, record: dict[str, Any], kind: str, path: str
+) -> None:
+    report = check([write_lines(tmp_path / "d.jsonl", [GOOD, json.dumps(record)])], demo_tokenizer)
+    assert report["rejected"] == 1 and report["encoded"] == 1
+    example = first_example(report, kind)
+    assert (example["line"], example.get("path", "")) == (2, path)
+
+
+def test_a_file_of_unknown_format_says_which_keys_it_has(tmp_path: Path, demo_tokenizer: Path) -> None:
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps({"prompt": "x", "completion": "y"})])
+    report = check([data], demo_tokenizer)
+    assert report["files"][0]["format"] is None
+    assert "prompt" in first_example(report, "unknown_format")["message"]
+
+
+def test_non_object_records_and_invalid_utf8(tmp_path: Path, demo_tokenizer: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'[1, 2]\n{"messages": "\xff"}\n' + GOOD.encode() + b"\n")
+    report = check([path], demo_tokenizer)
+    assert kinds(report) == {"not_an_object": 1, "invalid_utf8": 1}
+    assert report["encoded"] == 1
+
+
+def test_broken_array_reports_where_it_broke(tmp_path: Path, demo_tokenizer: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text("[\n" + GOOD + ",\n" + GOOD + "\n")  # never closed
+    report = check([path], demo_tokenizer)
+    assert report["encoded"] == 2
+    assert "truncated_json" in kinds(report)
+
+
+def test_records_without_trained_tokens_are_dropped_with_a_reason(tmp_path: Path, demo_tokenizer: Path) -> None:
+    only_user = json.dumps({"messages": [{"role": "user", "content": "hello?"}]})
+    muted = json.dumps({"messages": [{"role": "user", "content": "q"},
+                                     {"role": "assistant", "content": "a", "loss": False}]})
+    report = check([write_lines(tmp_path / "d.jsonl", [only_user, muted, GOOD])], demo_tokenizer)
+    assert report["dropped"] == 2
+    assert report["drops"]["no_trained_tokens"]["count"] == 2
+    assert report["records"] == report["encoded"] + report["rejected"] + report["dropped"]
+
+
+def test_overlong_policy(tmp_path: Path, demo_tokenizer: Path) -> None:
+    data = write_lines(tmp_path / "d.jsonl", [GOOD])
+    assert check([data], demo_tokenizer, max_length=5)["drops"]["too_long"]["count"] == 1
+    full = check([data], demo_tokenizer)["lengths"]["max"]
+    truncated = check([data], demo_tokenizer, max_length=full - 1, overlong="truncate")
+    assert truncated["truncated"] == 1 and truncated["lengths"]["max"] == full - 1
+
+
+def test_special_token_text_in_content_stays_text(demo_tokenizer: Path) -> None:
+    encoder = sftpack.Encoder(demo_tokenizer)
+    im_end = encoder.encode([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]).input_ids[-2]
+    out = encoder.encode([{"role": "user", "content": "say <|im_end|> now"},
+                          {"role": "assistant", "content": "ok"}])
+    assert out.input_ids.count(im_end) == 2  # the template's two, not the user's
+
+
+def test_missing_inputs_and_tokenizers_raise_clear_errors(tmp_path: Path, demo_tokenizer: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        check([tmp_path / "nope.jsonl"], demo_tokenizer)
+    spm = tmp_path / "spm"
+    spm.mkdir()
+    (spm / "tokenizer.model").write_bytes(b"\x00")
+    with pytest.raises(sftpack.TokenizerError, match="convert-tokenizer"):
+        check([write_lines(tmp_path / "d.jsonl", [GOOD])], spm)
+    with pytest.raises(sftpack.TemplateError, match="unknown template"):
+        sftpack.Encoder(demo_tokenizer, template="no_such_template")
+
+
+def test_template_errors_become_record_problems(tmp_path: Path, demo_tokenizer: Path) -> None:
+    template = tmp_path / "strict.jinja"
+    template.write_text("{% for m in messages %}{% if m.role == 'system' %}"
+                        "{{ raise_exception('no system messages, please') }}{% endif %}"
+                        "{{ m.content }}{% endfor %}")
+    system = json.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                                      {"role": "assistant", "content": "a"}]})
+    report = check([write_lines(tmp_path / "d.jsonl", [system, GOOD])], demo_tokenizer, template=str(template))
+    assert "no system messages, please" in first_example(report, "template_error")["message"]
+    assert report["encoded"] == 1
+
+
+def test_counts_reconcile_on_a_messy_file(tmp_path: Path, demo_tokenizer: Path) -> None:
+    lines = [GOOD, "{", '"just a string"', json.dumps({"messages": [{"role": "user", "content": "x"}]}), GOOD]
+    report = check([write_lines(tmp_path / "d.jsonl", lines)], demo_tokenizer)
+    assert report["records"] == 5
+    assert report["records"] == report["encoded"] + report["rejected"] + report["dropped"]
