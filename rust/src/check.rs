@@ -138,7 +138,7 @@ pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Ou
 }
 
 /// The format of a file: forced, or that of its first record that names one.
-fn detect_format(batch: &[RawRecord]) -> Option<Format> {
+pub(crate) fn detect_format(batch: &[RawRecord]) -> Option<Format> {
     batch
         .iter()
         .filter_map(|r| r.text.as_ref().ok())

@@ -146,6 +146,11 @@ impl Encoder {
                 }
             }
         }
+        // Nothing predicts a sequence's first token, so it is never trained; in a packed row this
+        // also keeps a document from being predicted across the boundary before it.
+        if let Some(first) = encoded.mask.first_mut() {
+            *first = 0;
+        }
         if encoded.trained_tokens() == 0 {
             return Outcome::Dropped(
                 Problem::new(DROP_NO_TRAINED_TOKENS, "", "no token of this record is trained")

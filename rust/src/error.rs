@@ -23,6 +23,8 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     Output(String),
+    #[error("interrupted; run the same command again to resume from the last completed window")]
+    Interrupted,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

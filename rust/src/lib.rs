@@ -13,8 +13,11 @@ pub mod check;
 pub mod encode;
 pub mod error;
 pub mod mask;
+pub mod pack;
+pub mod preprocess;
 pub mod read;
 pub mod schema;
+pub mod shard;
 pub mod template;
 pub mod tokenize;
 

@@ -2,7 +2,9 @@
 //! the result. Jobs take and return JSON text so the boundary stays plain data.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyPermissionError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -14,6 +16,7 @@ use crate::schema::{self, Format};
 create_exception!(_core, SftpackError, PyException, "Base class of sftpack's errors.");
 create_exception!(_core, ConfigError, SftpackError, "A job's settings are invalid.");
 create_exception!(_core, InputError, SftpackError, "An input cannot be read as a dataset.");
+create_exception!(_core, OutputError, SftpackError, "The output cannot be written.");
 create_exception!(
     _core,
     TokenizerError,
@@ -44,7 +47,9 @@ fn to_py(error: Error) -> PyErr {
         Error::Input(_) => InputError::new_err(message),
         Error::Tokenizer(_) => TokenizerError::new_err(message),
         Error::Template(_) => TemplateError::new_err(message),
-        Error::Config(_) | Error::Output(_) => ConfigError::new_err(message),
+        Error::Config(_) => ConfigError::new_err(message),
+        Error::Output(_) => OutputError::new_err(message),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(message),
     }
 }
 
@@ -66,6 +71,35 @@ fn samples(py: Python<'_>, config_json: &str, n: usize) -> PyResult<String> {
     let config = parse_config(config_json)?;
     let samples = py.detach(|| engine::samples(&config, n)).map_err(to_py)?;
     serde_json::to_string(&samples).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// preprocess(config_json, progress=None) -> report_json. `progress(json)` is called about twice
+/// a second; Ctrl-C (or an exception in `progress`) stops the run, which can then be resumed.
+#[pyfunction]
+#[pyo3(signature = (config_json, progress=None))]
+fn preprocess(py: Python<'_>, config_json: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    let config: crate::preprocess::PreprocessConfig = serde_json::from_str(config_json)
+        .map_err(|e| ConfigError::new_err(format!("invalid preprocess config: {e}")))?;
+    let mut stopped_by: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut report = |p: &crate::preprocess::Progress| -> bool {
+            Python::attach(|py| {
+                let outcome = py.check_signals().and_then(|()| match &progress {
+                    Some(callback) => callback
+                        .call1(py, (serde_json::to_string(p).unwrap_or_default(),))
+                        .map(drop),
+                    None => Ok(()),
+                });
+                outcome.map_err(|e| stopped_by = Some(e)).is_ok()
+            })
+        };
+        crate::preprocess::preprocess(&config, &mut report)
+    });
+    if let Some(error) = stopped_by {
+        return Err(error);
+    }
+    let report = result.map_err(to_py)?;
+    serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Encodes single records; holds a loaded tokenizer and template.
@@ -158,6 +192,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TokenizerError", py.get_type::<TokenizerError>())?;
     m.add("TemplateError", py.get_type::<TemplateError>())?;
     m.add("RecordError", py.get_type::<RecordError>())?;
+    m.add("OutputError", py.get_type::<OutputError>())?;
+    m.add_function(wrap_pyfunction!(preprocess, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(samples, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;

@@ -9,11 +9,13 @@ import sys
 from typing import Any, TextIO
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+def add_engine_arguments(
+    parser: argparse.ArgumentParser, data_required: bool = True, tokenizer_required: bool = True
+) -> None:
     """DATA, --tokenizer, --template, --format, --max-length, --overlong, --threads."""
-    parser.add_argument("data", nargs="+", metavar="DATA",
+    parser.add_argument("data", nargs="+" if data_required else "*", metavar="DATA",
                         help="JSON/JSONL files (optionally .gz/.zst) or directories of them")
-    parser.add_argument("--tokenizer", required=True, metavar="DIR",
+    parser.add_argument("--tokenizer", required=tokenizer_required, metavar="DIR",
                         help="Hugging Face tokenizer directory (tokenizer.json + tokenizer_config.json)")
     parser.add_argument("--template", metavar="T",
                         help="built-in XTuner template name (see `sftpack templates list`) or a .jinja "

@@ -1,0 +1,124 @@
+"""sftpack preprocess: the whole corpus to packed, memory-mappable Arrow shards in one pass."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..preprocess import preprocess
+from ._common import add_engine_arguments
+
+HELP = "tokenize, mask and pack a dataset into Arrow shards (resumable, deterministic)"
+DEFAULT_MAX_LENGTH = 4096
+
+# Settings a YAML config may hold (the flags' names, with - or _).
+CONFIG_KEYS = {
+    "data", "tokenizer", "out", "template", "format", "max_length", "overlong", "threads",
+    "template_kwargs", "pack", "seed", "window", "shard_size_mb", "overwrite",
+}
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("preprocess", help=HELP, description=HELP + ".")
+    add_engine_arguments(parser, data_required=False, tokenizer_required=False)
+    parser.add_argument("--out", metavar="DIR", help="output directory")
+    parser.add_argument("--config", metavar="YAML", type=Path,
+                        help="read these settings from a YAML file (flags given too win)")
+    parser.add_argument("--no-pack", dest="pack", action="store_false", default=None,
+                        help="one conversation per row, in input order")
+    parser.add_argument("--seed", type=int, help="seed of the packed row order (default 0)")
+    parser.add_argument("--window", type=int, metavar="N", help="documents per packing window (default 100000)")
+    parser.add_argument("--shard-size-mb", type=int, metavar="MB", help="shard size limit (default 512)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace an output made from other inputs or settings")
+    parser.set_defaults(run=run)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    import yaml  # noqa: PLC0415
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, found {type(raw).__name__}")
+    settings = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(settings) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {unknown}\nhint: known settings are {sorted(CONFIG_KEYS)}")
+    if isinstance(settings.get("data"), str):
+        settings["data"] = [settings["data"]]
+    return settings
+
+
+def merged_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = load_config(args.config) if args.config else {}
+    for key in CONFIG_KEYS:
+        value = getattr(args, key, None)
+        if value not in (None, []) and not (key == "overlong" and value == "drop" and "overlong" in settings):
+            settings[key] = value
+    missing = [f"--{k}" for k in ("tokenizer", "out") if not settings.get(k)]
+    if not settings.get("data"):
+        missing.insert(0, "DATA")
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)}\nhint: give them as arguments or in --config")
+    settings.setdefault("max_length", DEFAULT_MAX_LENGTH)
+    return settings
+
+
+class ProgressPrinter:
+    """A one-line progress bar on a terminal, a log line every 10 s otherwise."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_log = self.start
+
+    def __call__(self, p: dict[str, Any]) -> None:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        mb_s = p["bytes_read"] / elapsed / 1e6
+        fraction = p["bytes_read"] / p["bytes_total"] if p["bytes_total"] else 0.0
+        eta = elapsed * (1 - fraction) / fraction if 0 < fraction <= 1 else 0.0
+        line = (f"{p['records']:,} records, {p['tokens']:,} tokens ({p['tokens'] / elapsed:,.0f}/s), "
+                f"{mb_s:.1f} MB/s, {100 * min(fraction, 1):.0f}%, ETA {eta:.0f}s")
+        if self.tty:
+            print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+        elif time.monotonic() - self.last_log >= 10:
+            self.last_log = time.monotonic()
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print("", file=sys.stderr)
+
+
+def print_summary(result: dict[str, Any], seconds: float) -> None:
+    manifest = result["manifest"]
+    counts = manifest["counts"]
+    print(f"{result['status']}: {result['out']} ({seconds:.1f}s)")
+    print(f"  records read {counts['records_read']:,} = packed {counts['packed']:,} "
+          f"+ rejected {counts['rejected']:,} + dropped {counts['dropped']:,}")
+    for kind, n in {**counts["rejected_by_kind"], **counts["dropped_by_reason"]}.items():
+        print(f"    {kind}: {n:,}")
+    if counts["rejected"] or counts["dropped"]:
+        print(f"  every record not packed is in {Path(result['out']) / 'rejects.jsonl'}, with its reason")
+    print(f"  tokens {counts['tokens']:,} ({100 * counts['trained_tokens'] / max(counts['tokens'], 1):.1f}% trained)"
+          f" in {counts['rows']:,} rows of max {manifest['max_length']}; "
+          f"packing efficiency {100 * counts['packing_efficiency']:.2f}%")
+    shards = manifest["shards"]
+    print(f"  {len(shards)} shard{'s' if len(shards) != 1 else ''}, truncated {counts['truncated']:,}")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = merged_settings(args)
+    data, tokenizer, out = settings.pop("data"), settings.pop("tokenizer"), settings.pop("out")
+    printer = ProgressPrinter()
+    started = time.monotonic()
+    try:
+        result = preprocess(data, tokenizer, out, progress=printer, **settings)
+    finally:
+        printer.done()
+    print_summary(result, time.monotonic() - started)
+    return 0

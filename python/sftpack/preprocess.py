@@ -1,0 +1,66 @@
+"""``sftpack preprocess`` as a function: one call into the Rust pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _core
+from .encoding import PathLike
+from .jobs import job_config
+
+Progress = dict[str, Any]
+
+
+def preprocess(
+    inputs: Sequence[PathLike],
+    tokenizer: PathLike,
+    out: PathLike,
+    *,
+    pack: bool = True,
+    seed: int = 0,
+    window: int = 100_000,
+    shard_size_mb: int = 512,
+    overwrite: bool = False,
+    progress: Callable[[Progress], object] | None = None,
+    progress_interval_ms: int = 500,
+    **options: Any,
+) -> dict[str, Any]:
+    """Reads, validates, templates, tokenizes, masks, packs and writes a dataset to ``out``.
+
+    Args:
+        inputs: files or directories (see ``sftpack check``).
+        tokenizer: Hugging Face tokenizer directory.
+        out: output directory: ``manifest.json``, ``shard-*.arrow``, ``rejects.jsonl``.
+        pack: best-fit-decreasing packing into rows of ``max_length`` (False: one row per
+            conversation, in input order).
+        seed: shuffles the order of packed rows, deterministically.
+        window: documents per packing window (memory grows with it).
+        shard_size_mb: shards roll over at about this size.
+        overwrite: replace an output made from other inputs or settings.
+        progress: called every ``progress_interval_ms`` with records, tokens, bytes_read,
+            bytes_total and rows; an exception raised there stops the run (it can be resumed).
+        **options: template, format, max_length, overlong, threads, template_kwargs.
+
+    Returns:
+        ``{"status": "done" | "resumed" | "up to date", "out": ..., "manifest": {...}}``.
+    """
+    config = {
+        "job": json.loads(job_config(inputs, tokenizer, **options)),
+        "out": os.fspath(out),
+        "pack": pack,
+        "seed": seed,
+        "window": window,
+        "shard_bytes": shard_size_mb << 20,
+        "overwrite": overwrite,
+        "progress_interval_ms": progress_interval_ms,
+    }
+
+    def report(text: str) -> None:
+        if progress is not None:
+            progress(json.loads(text))
+
+    result: dict[str, Any] = json.loads(_core.preprocess(json.dumps(config), report))
+    return result
