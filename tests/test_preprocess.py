@@ -1,0 +1,165 @@
+"""sftpack preprocess: the pack format's invariants, reconciliation, determinism and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sftpack import ConfigError
+from sftpack.preprocess import preprocess
+
+from .conftest import DEMO, write_lines
+
+pa = pytest.importorskip("pyarrow")
+
+
+def conversation(i: int) -> str:
+    turns = [{"role": "user", "content": f"What is {i} plus {i}?"},
+             {"role": "assistant", "content": f"{i} plus {i} is {2 * i}." + " Indeed." * (i % 17)}]
+    if i % 5 == 0:
+        turns += [{"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "You are welcome."}]
+    return json.dumps({"messages": turns})
+
+
+def dataset(tmp_path: Path, n: int = 600) -> Path:
+    lines = [conversation(i) for i in range(n)]
+    lines[10] = '{"messages": [{"role": "user", "content": "x", "loss": False}]}'  # invalid JSON
+    lines[20] = json.dumps({"messages": [{"role": "user", "content": "only a question"}]})  # nothing trained
+    return write_lines(tmp_path / "data.jsonl", lines)
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows: list[dict[str, Any]] = []
+    for shard in manifest["shards"]:
+        table = pa.ipc.open_file(pa.memory_map(str(out / shard["file"]))).read_all()
+        rows += table.to_pylist()
+    return rows
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.arrow"))}
+
+
+def test_every_record_is_packed_or_rejected_and_counts_reconcile(tmp_path: Path) -> None:
+    data = dataset(tmp_path)
+    result = preprocess([data], DEMO, tmp_path / "out", max_length=256, window=100)
+    counts = result["manifest"]["counts"]
+    assert counts["records_read"] == 600
+    assert counts["records_read"] == counts["packed"] + counts["rejected"] + counts["dropped"]
+    assert (counts["rejected"], counts["dropped"]) == (1, 1)
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["status"], r["kind"]) for r in rejects] == [
+        (11, "rejected", "invalid_json"), (21, "dropped", "no_trained_tokens")]
+    assert '"loss": False' in rejects[0]["record"]
+    rows = read_rows(tmp_path / "out")
+    placed = [(f, n) for row in rows for f, n in zip(row["source_file"], row["source_line"], strict=True)]
+    assert sorted(placed) == sorted((0, n) for n in range(1, 601) if n not in (11, 21))  # each exactly once
+
+
+def test_rows_keep_the_pack_format_invariants(tmp_path: Path) -> None:
+    preprocess([dataset(tmp_path)], DEMO, tmp_path / "out", max_length=256, window=100)
+    rows = read_rows(tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["format"] == "sftpack-pack" and manifest["format_version"] == 1
+    assert sum(len(r["input_ids"]) for r in rows) == manifest["counts"]["tokens"]
+    for row in rows:
+        cu = row["cu_seqlens"]
+        assert cu[0] == 0 and cu[-1] == len(row["input_ids"]) <= 256
+        assert all(a < b for a, b in zip(cu, cu[1:], strict=False))
+        assert len(row["loss_mask"]) == len(row["input_ids"])
+        assert len(row["source_file"]) == len(row["source_line"]) == len(cu) - 1
+        assert all(row["loss_mask"][start] == 0 for start in cu[:-1])  # no cross-document prediction
+    assert manifest["counts"]["packing_efficiency"] > 0.95
+
+
+def test_no_pack_keeps_input_order_one_conversation_per_row(tmp_path: Path) -> None:
+    preprocess([dataset(tmp_path, 50)], DEMO, tmp_path / "out", max_length=256, pack=False)
+    lines = [row["source_line"] for row in read_rows(tmp_path / "out")]
+    assert lines == [[n] for n in range(1, 51) if n not in (11, 21)]
+
+
+def test_output_is_identical_for_any_thread_count(tmp_path: Path) -> None:
+    data = dataset(tmp_path)
+    outputs = []
+    for threads in (1, 2, 3):
+        out = tmp_path / f"out{threads}"
+        preprocess([data], DEMO, out, max_length=256, window=64, threads=threads, shard_size_mb=1)
+        outputs.append((shard_bytes(out), (out / "rejects.jsonl").read_bytes()))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert len(outputs[0][0]) >= 2
+
+
+def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path: Path) -> None:
+    data, out = dataset(tmp_path, 50), tmp_path / "out"
+    assert preprocess([data], DEMO, out, max_length=256)["status"] == "done"
+    assert preprocess([data], DEMO, out, max_length=256, threads=1)["status"] == "up to date"
+    with pytest.raises(ConfigError, match="--overwrite"):
+        preprocess([data], DEMO, out, max_length=128)
+    assert preprocess([data], DEMO, out, max_length=128, overwrite=True)["status"] == "done"
+
+
+def test_interrupted_run_resumes_to_identical_output(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 5000)  # progress is reported between batches of 1024 records
+    settings: dict[str, Any] = {"max_length": 256, "window": 50, "progress_interval_ms": 0}
+    preprocess([data], DEMO, tmp_path / "whole", **settings)
+    calls = 0
+
+    def stop_after_three(_: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([data], DEMO, out, progress=stop_after_three, **settings)
+    assert (out / "progress.json").exists() and not (out / "manifest.json").exists()
+    result = preprocess([data], DEMO, out, **settings)
+    assert result["status"] == "resumed"
+    assert shard_bytes(out) == shard_bytes(tmp_path / "whole")
+    assert (out / "rejects.jsonl").read_bytes() == (tmp_path / "whole" / "rejects.jsonl").read_bytes()
+    whole = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert result["manifest"]["counts"] == whole["counts"]
+
+
+def test_killed_process_resumes_to_identical_output(tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "big.jsonl", [conversation(i) for i in range(30_000)])
+    args = [sys.executable, "-m", "sftpack", "preprocess", str(data), "--tokenizer", str(DEMO),
+            "--max-length", "512", "--window", "2000", "--threads", "1"]
+    subprocess.run([*args, "--out", str(tmp_path / "whole")], check=True, capture_output=True)
+    out = tmp_path / "killed"
+    process = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (out / "progress.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if process.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "manifest.json").exists()
+    resumed = subprocess.run([*args, "--out", str(out)], check=True, capture_output=True, text=True)
+    assert resumed.stdout.startswith("resumed")
+    assert shard_bytes(out) == shard_bytes(tmp_path / "whole")
+
+
+def test_yaml_config_with_flag_overrides(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 40)
+    config = tmp_path / "prep.yaml"
+    config.write_text(f"data: {data}\ntokenizer: {DEMO}\nout: {tmp_path / 'out'}\nmax_length: 128\nno_such: 1\n")
+    bad = subprocess.run([sys.executable, "-m", "sftpack", "preprocess", "--config", str(config)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown settings ['no_such']" in bad.stderr
+    config.write_text(f"data: {data}\ntokenizer: {DEMO}\nout: {tmp_path / 'out'}\nmax-length: 128\n")
+    ok = subprocess.run([sys.executable, "-m", "sftpack", "preprocess", "--config", str(config),
+                         "--max-length", "200"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["max_length"] == 200
