@@ -108,7 +108,7 @@ def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path: Path) -> N
 
 
 def test_interrupted_run_resumes_to_identical_output(tmp_path: Path) -> None:
-    data = dataset(tmp_path, 5000)  # progress is reported between batches of 1024 records
+    data = dataset(tmp_path, 13_000)  # progress is reported between batches of 4096 records
     settings: dict[str, Any] = {"max_length": 256, "window": 50, "progress_interval_ms": 0}
     preprocess([data], DEMO, tmp_path / "whole", **settings)
     calls = 0

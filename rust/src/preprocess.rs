@@ -29,7 +29,7 @@ use crate::tokenize::hex_sha256;
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
 pub const FORMAT_VERSION: u32 = 1;
-const BATCH: usize = 1024;
+const BATCH: usize = 4096;
 const REJECT_RECORD_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,0 +1,205 @@
+"""Preprocess benchmark: one run, ratios measured side by side (the machine is shared and noisy).
+
+Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py):
+- tokens/s, MB/s and peak RSS;
+- the ratio to the floor: HF `tokenizers` encode_batch on the already-rendered text, same threads;
+- the ratio to a Python pipeline of the peers' kind: datasets.map (num_proc = threads) with
+  transformers apply_chat_template and per-record labels from prefix renderings;
+- packing efficiency at 2048 / 4096 / 8192;
+- peak RSS at 1x and 4x the corpus size (flat = bounded memory).
+
+    python benches/bench_preprocess.py --size-mb 10 --threads 2 [--tokenizer DIR] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import write_corpus  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Times sftpack.preprocess in a fresh process (tokenizer load and input hashing included, Python
+# start-up not) and reports its peak RSS.
+SFTPACK = """
+import json, resource, sys, time
+from sftpack.preprocess import preprocess
+data, tokenizer, out, threads, max_length = sys.argv[1:6]
+start = time.perf_counter()
+result = preprocess([data], tokenizer, out, threads=int(threads), max_length=int(max_length), overwrite=True)
+seconds = time.perf_counter() - start
+counts = result["manifest"]["counts"]
+print(json.dumps({"seconds": seconds, "tokens": counts["tokens"], "records": counts["records_read"],
+                  "efficiency": counts["packing_efficiency"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+FLOOR = """
+import json, sys, time
+from tokenizers import Tokenizer
+texts = json.load(open(sys.argv[2]))
+tok = Tokenizer.from_file(sys.argv[1])
+start = time.perf_counter()
+encodings = tok.encode_batch(texts, add_special_tokens=False)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "tokens": sum(len(e.ids) for e in encodings)}))
+"""
+
+PEER = """
+import json, sys, time
+start = time.perf_counter()
+from datasets import load_dataset
+from transformers import AutoTokenizer
+tokenizer_dir, data, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+
+def ids(messages, generation_prompt=False):
+    if not messages:
+        return []
+    return tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
+                                   return_dict=True)["input_ids"]
+
+def encode(record):
+    messages = record["messages"]
+    full = ids(messages)
+    labels = [-100] * len(full)
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            start, end = len(ids(messages[:i], True)), len(ids(messages[: i + 1]))
+            labels[start:end] = full[start:end]
+    return {"input_ids": full, "labels": labels}
+
+ds = load_dataset("json", data_files=data, split="train", cache_dir=sys.argv[4])
+ds = ds.map(encode, num_proc=threads if threads > 1 else None, remove_columns=ds.column_names)
+tokens = sum(len(x) for x in ds["input_ids"])
+print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}))
+"""
+
+
+def run_sftpack(data: Path, tokenizer: Path, out: Path, threads: int, max_length: int) -> dict[str, Any]:
+    shutil.rmtree(out, ignore_errors=True)  # a finished pack would make the run a no-op
+    return child_json(SFTPACK, str(data), str(tokenizer), str(out), str(threads), str(max_length), threads=threads)
+
+
+def rendered_texts(tokenizer: Path, data: Path, target: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    texts = []
+    for line in data.open():
+        try:
+            texts.append(tok.apply_chat_template(json.loads(line)["messages"], tokenize=False))
+        except Exception:  # a conversation the template rejects is skipped by everyone
+            continue
+    target.write_text(json.dumps(texts))
+
+
+def child_json(code: str, *args: str, threads: int) -> dict[str, Any]:
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "RAYON_RS_NUM_CPUS": str(threads),
+           "TOKENIZERS_PARALLELISM": "true" if threads > 1 else "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True)
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+def tokenizer_dir(work: Path, name: str) -> Path:
+    source = SHARED / "tokenizers" / name
+    target = work / name
+    target.mkdir()
+    for file in source.iterdir():
+        if file.name.endswith(".gz"):
+            with gzip.open(file, "rb") as packed, open(target / file.name[:-3], "wb") as plain:
+                shutil.copyfileobj(packed, plain)
+        else:
+            shutil.copy(file, target / file.name)
+    return target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tokenizer", default="qwen3", help="a tokenizer name under shared/data/tokenizers")
+    parser.add_argument("--skip-peer", action="store_true", help="skip the datasets.map pipeline")
+    parser.add_argument("--skip-scaling", action="store_true", help="skip the 4x-size RSS run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of sftpack and of the floor, alternated; the fastest of each counts")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if not SHARED.exists():
+        print(f"benchmark skipped: {SHARED} is not available")
+        return 0
+    figures: dict[str, Any] = {"threads": args.threads, "size_mb": args.size_mb, "tokenizer": args.tokenizer}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        tok = tokenizer_dir(work, args.tokenizer)
+        data = work / "corpus.jsonl"
+        figures["conversations"] = write_corpus(SHARED, data, args.size_mb)
+        mb = data.stat().st_size / 1e6
+
+        rendered_texts(tok, data, work / "rendered.json")
+        runs, floors = [], []
+        for _ in range(args.repeat):  # alternated, so load on the shared machine hits both alike
+            runs.append(run_sftpack(data, tok, work / "pack4096", args.threads, 4096))
+            floors.append(child_json(FLOOR, str(tok / "tokenizer.json"), str(work / "rendered.json"),
+                                     threads=args.threads))
+        main_run = min(runs, key=lambda r: r["seconds"])
+        floor = min(floors, key=lambda r: r["seconds"])
+        sft_rate = main_run["tokens"] / main_run["seconds"]
+        figures["sftpack"] = {**main_run, "tokens_per_s": sft_rate, "mb_per_s": mb / main_run["seconds"]}
+        figures["floor"] = {**floor, "tokens_per_s": floor["tokens"] / floor["seconds"]}
+        figures["ratio_to_floor"] = sft_rate / figures["floor"]["tokens_per_s"]
+
+        if not args.skip_peer:
+            cache = str(work / "hf-cache")
+            peer = child_json(PEER, str(tok), str(data), str(args.threads), cache, threads=args.threads)
+            figures["peer_python"] = {**peer, "tokens_per_s": peer["tokens"] / peer["seconds"]}
+            figures["ratio_to_peer"] = sft_rate / figures["peer_python"]["tokens_per_s"]
+
+        figures["packing_efficiency"] = {"4096": main_run["efficiency"]}
+        for length in (2048, 8192):
+            run = run_sftpack(data, tok, work / f"pack{length}", args.threads, length)
+            figures["packing_efficiency"][str(length)] = run["efficiency"]
+
+        if not args.skip_scaling:
+            big = work / "corpus4x.jsonl"
+            write_corpus(SHARED, big, 4 * args.size_mb)
+            figures["rss_mb_4x"] = run_sftpack(big, tok, work / "pack4x", args.threads, 4096)["rss_mb"]
+    report(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def report(f: dict[str, Any]) -> None:
+    s = f["sftpack"]
+    print(f"sftpack preprocess, {f['size_mb']:.0f} MB real multi-turn corpus ({f['conversations']:,} conversations), "
+          f"{f['tokenizer']} tokenizer, {f['threads']} threads")
+    print(f"  sftpack     {s['tokens_per_s']:>12,.0f} tokens/s  {s['mb_per_s']:6.2f} MB/s"
+          f"  peak RSS {s['rss_mb']:,.0f} MB"
+          f"  ({s['tokens']:,} tokens in {s['seconds']:.2f}s, tokenizer load and input hashing included)")
+    print(f"  floor       {f['floor']['tokens_per_s']:>12,.0f} tokens/s  (tokenizers encode_batch on rendered text)"
+          f"  -> ratio {f['ratio_to_floor']:.2f} (target >= 0.8)")
+    if "peer_python" in f:
+        print(f"  peer python {f['peer_python']['tokens_per_s']:>12,.0f} tokens/s  (datasets.map + apply_chat_template)"
+              f"  -> sftpack is {f['ratio_to_peer']:.1f}x (target >= 5)")
+    eff = f["packing_efficiency"]
+    listed = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in eff.items())
+    print(f"  packing efficiency {listed} (target >= 99.5% at 4096)")
+    if "rss_mb_4x" in f:
+        print(f"  peak RSS at 1x {s['rss_mb']:,.0f} MB, at 4x {f['rss_mb_4x']:,.0f} MB (flat = bounded)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
