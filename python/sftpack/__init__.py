@@ -5,6 +5,9 @@ and the command line.
 """
 
 from ._core import __version__ as __version__
+from .data import PackDataset as PackDataset
+from .data import PackLoader as PackLoader
+from .data import PackSampler as PackSampler
 from .encoding import EncodedConversation as EncodedConversation
 from .encoding import Encoder as Encoder
 from .encoding import encode_conversation as encode_conversation
@@ -23,6 +26,9 @@ __all__ = [
     "EncodedConversation",
     "Encoder",
     "InputError",
+    "PackDataset",
+    "PackLoader",
+    "PackSampler",
     "RecordError",
     "SftpackError",
     "TemplateError",

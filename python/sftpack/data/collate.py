@@ -1,0 +1,95 @@
+"""Batches of packed rows, in the two shapes attention kernels want.
+
+Padding-free (varlen flash attention): the batch's rows are flattened into one row and the
+document boundaries travel as ``cu_seq_lens_q/k`` with ``max_length_q/k``, the keywords
+transformers' flash-attention path reads, plus ``position_ids`` restarting at every document::
+
+    rows  [a a a | b b]  [c c c c]    ->  input_ids [[a a a b b c c c c]]
+                                          cu_seq_lens_q [0 3 5 9], max_length_q 4
+
+Padded ([B, L]): rows padded to the longest, with a 2-D ``attention_mask``; documents inside a
+row then see each other unless ``document_mask=True`` replaces it with a block-diagonal causal
+mask [B, 1, L, L] (True = may attend) for SDPA or eager attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .pack import IGNORE_INDEX
+
+Row = dict[str, np.ndarray]
+
+
+def _tensors(batch: dict[str, Any], return_tensors: str | None) -> dict[str, Any]:
+    if return_tensors == "np":
+        return batch
+    try:
+        import torch  # noqa: PLC0415 (optional)
+    except ImportError:
+        if return_tensors == "pt":
+            raise
+        return batch
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def collate_padding_free(rows: Sequence[Row], return_tensors: str | None = None) -> dict[str, Any]:
+    """One flattened row with varlen keywords; torch tensors when torch is installed (or
+    ``return_tensors="np"``)."""
+    lengths = np.concatenate([np.diff(r["cu_seqlens"]) for r in rows]).astype(np.int32)
+    cu = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cu[1:])
+    longest = int(lengths.max()) if len(lengths) else 0
+    batch: dict[str, Any] = {
+        "input_ids": np.concatenate([r["input_ids"] for r in rows]).astype(np.int64)[None, :],
+        "labels": np.concatenate([r["labels"] for r in rows])[None, :],
+        "position_ids": np.concatenate([r["position_ids"] for r in rows])[None, :],
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+    return _tensors(batch, return_tensors)
+
+
+def block_diagonal_causal_mask(cu_seqlens: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """[B, 1, L, L] bool: token i may attend to j iff j <= i and both are in the same document."""
+    mask = np.zeros((len(cu_seqlens), 1, length, length), dtype=bool)
+    for b, cu in enumerate(cu_seqlens):
+        for start, end in zip(cu[:-1], cu[1:], strict=True):
+            n = int(end - start)
+            mask[b, 0, start:end, start:end] = np.tril(np.ones((n, n), dtype=bool))
+    return mask
+
+
+def collate_padded(
+    rows: Sequence[Row],
+    pad_token_id: int = 0,
+    pad_to_multiple_of: int = 1,
+    document_mask: bool = False,
+    return_tensors: str | None = None,
+) -> dict[str, Any]:
+    """Rows padded to [B, L]: input_ids, labels (-100 on padding), position_ids, and
+    attention_mask (2-D, or the block-diagonal causal 4-D mask with ``document_mask``)."""
+    longest = max(len(r["input_ids"]) for r in rows)
+    length = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    size = (len(rows), length)
+    input_ids = np.full(size, pad_token_id, dtype=np.int64)
+    labels = np.full(size, IGNORE_INDEX, dtype=np.int64)
+    position_ids = np.zeros(size, dtype=np.int64)
+    attention = np.zeros(size, dtype=np.int64)
+    for b, row in enumerate(rows):
+        n = len(row["input_ids"])
+        input_ids[b, :n] = row["input_ids"]
+        labels[b, :n] = row["labels"]
+        position_ids[b, :n] = row["position_ids"]
+        attention[b, :n] = 1
+    batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+    if document_mask:
+        batch["attention_mask"] = block_diagonal_causal_mask([r["cu_seqlens"] for r in rows], length)
+    else:
+        batch["attention_mask"] = attention
+    return _tensors(batch, return_tensors)
