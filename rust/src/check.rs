@@ -3,40 +3,14 @@
 //! the trained-token share. Nothing is sampled: every record is looked at.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::encode::{EncodeOptions, Encoder, Outcome};
-use crate::error::{Error, Problem, Result};
+use crate::encode::{Encoder, Outcome};
+use crate::error::{Problem, Result};
+use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig};
 use crate::read::{self, RawRecord};
-use crate::schema::{self, Format};
-use crate::template::ChatTemplate;
-use crate::tokenize::TokenizerBundle;
-
-/// A job's inputs and settings, as sent from Python.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobConfig {
-    pub inputs: Vec<PathBuf>,
-    pub tokenizer: PathBuf,
-    #[serde(default)]
-    pub template: Option<String>,
-    #[serde(default)]
-    pub format: Option<String>,
-    #[serde(default)]
-    pub encode: EncodeOptions,
-    #[serde(default)]
-    pub threads: Option<usize>,
-    /// How many examples to keep per problem kind.
-    #[serde(default = "default_examples")]
-    pub examples_per_kind: usize,
-}
-
-fn default_examples() -> usize {
-    5
-}
+use crate::schema::Format;
 
 /// Where a record lives and what is wrong with it.
 #[derive(Debug, Clone, Serialize)]
@@ -96,93 +70,6 @@ impl CheckReport {
     }
 }
 
-/// Builds the encoder a job config describes.
-pub fn build_encoder(config: &JobConfig) -> Result<Encoder> {
-    let tokenizer = TokenizerBundle::load(&config.tokenizer)?;
-    let template = ChatTemplate::resolve(config.template.as_deref(), &tokenizer)?;
-    Encoder::new(tokenizer, template, config.encode.clone())
-}
-
-pub fn forced_format(config: &JobConfig) -> Result<Option<Format>> {
-    config
-        .format
-        .as_deref()
-        .map(|name| {
-            Format::from_name(name).ok_or_else(|| {
-                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                Error::Config(format!("unknown format \"{name}\"; formats are {}", names.join(", ")))
-            })
-        })
-        .transpose()
-}
-
-/// Parses and encodes one raw record.
-pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Outcome {
-    let text = match &raw.text {
-        Ok(t) => t,
-        Err(p) => return Outcome::Rejected(vec![p.clone()]),
-    };
-    let record = match schema::parse_json(text) {
-        Ok(r) => r,
-        Err(p) => return Outcome::Rejected(vec![p]),
-    };
-    let Some(format) = format.or_else(|| Format::detect(&record)) else {
-        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
-        return Outcome::Rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))
-            .hint("records need \"messages\" (openai), \"conversation\" (xtuner), \"conversations\" (sharegpt), \"instruction\" (alpaca) or \"text\" (oasst); other formats need a map function")]);
-    };
-    match schema::to_conversation(format, &record) {
-        Ok(conversation) => encoder.encode(&conversation),
-        Err(problems) => Outcome::Rejected(problems),
-    }
-}
-
-/// The format of a file: forced, or that of its first record that names one.
-pub(crate) fn detect_format(batch: &[RawRecord]) -> Option<Format> {
-    batch
-        .iter()
-        .filter_map(|r| r.text.as_ref().ok())
-        .filter_map(|t| schema::parse_json(t).ok())
-        .find_map(|r| Format::detect(&r))
-}
-
-const BATCH: usize = 512;
-
-/// Streams every record of every input through `encoder` on `threads` threads, calling `sink`
-/// with each batch's results in input order.
-pub fn for_each_batch(
-    files: &[PathBuf],
-    forced: Option<Format>,
-    encoder: &Encoder,
-    threads: Option<usize>,
-    mut sink: impl FnMut(usize, Option<Format>, Vec<(RawRecord, Outcome)>) -> Result<()>,
-) -> Result<()> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
-    for (file_index, path) in files.iter().enumerate() {
-        let mut format = forced;
-        let mut records = read::records(file_index as u32, path)?;
-        loop {
-            let batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
-            if batch.is_empty() {
-                break;
-            }
-            if format.is_none() {
-                format = detect_format(&batch);
-            }
-            let outcomes: Vec<Outcome> =
-                pool.install(|| batch.par_iter().map(|raw| process(raw, format, encoder)).collect());
-            sink(file_index, format, batch.into_iter().zip(outcomes).collect())?;
-        }
-        if format.is_none() {
-            sink(file_index, None, Vec::new())?;
-        }
-    }
-    Ok(())
-}
-
 fn percentile(sorted: &[usize], q: f64) -> usize {
     if sorted.is_empty() {
         return 0;
@@ -224,33 +111,35 @@ pub fn check(config: &JobConfig) -> Result<CheckReport> {
     };
     let mut lengths = Vec::new();
     let keep = config.examples_per_kind;
-    for_each_batch(&files, forced, &encoder, config.threads, |file_index, format, batch| {
-        let file = report.files[file_index].path.clone();
-        report.files[file_index].format = format;
-        report.files[file_index].records += batch.len() as u64;
-        for (raw, outcome) in batch {
-            report.records += 1;
-            match outcome {
-                Outcome::Encoded(e) => {
-                    report.encoded += 1;
-                    report.truncated += u64::from(e.truncated);
-                    report.tokens += e.ids.len() as u64;
-                    report.trained_tokens += e.trained_tokens() as u64;
-                    lengths.push(e.ids.len());
+    let mut on_record = |format: Option<Format>, raw: RawRecord, outcome: Outcome| {
+        let file_report = &mut report.files[raw.file as usize];
+        file_report.format = format;
+        file_report.records += 1;
+        let file = file_report.path.clone();
+        report.records += 1;
+        match outcome {
+            Outcome::Encoded(e) => {
+                report.encoded += 1;
+                report.truncated += u64::from(e.truncated);
+                report.tokens += e.ids.len() as u64;
+                report.trained_tokens += e.trained_tokens() as u64;
+                lengths.push(e.ids.len());
+            }
+            Outcome::Rejected(problems) => {
+                report.rejected += 1;
+                for p in problems {
+                    note(&mut report.problems, keep, &file, &raw, p);
                 }
-                Outcome::Rejected(problems) => {
-                    report.rejected += 1;
-                    for p in problems {
-                        note(&mut report.problems, keep, &file, &raw, p);
-                    }
-                }
-                Outcome::Dropped(p) => {
-                    report.dropped += 1;
-                    note(&mut report.drops, keep, &file, &raw, p);
-                }
+            }
+            Outcome::Dropped(p) => {
+                report.dropped += 1;
+                note(&mut report.drops, keep, &file, &raw, p);
             }
         }
         Ok(())
+    };
+    stream(&files, forced, &encoder, config.threads, 0, &mut on_record, &mut |_| {
+        true
     })?;
     lengths.sort_unstable();
     report.lengths = LengthStats {

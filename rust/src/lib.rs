@@ -7,13 +7,15 @@
 //! [`read`] streams records with their file and line, [`schema`] maps every supported format to
 //! one canonical conversation and reports problems, [`template`] renders it, [`tokenize`] turns
 //! text into ids, [`mask`] decides which tokens are trained, and [`encode`] ties them together.
-//! [`check`] runs them over whole datasets. The pyo3 layer lives in `python` alone.
+//! [`pipeline`] runs them over whole datasets for [`check`] and [`preprocess`], which packs
+//! ([`pack`]) and writes ([`shard`]) the result. The pyo3 layer lives in `python` alone.
 
 pub mod check;
 pub mod encode;
 pub mod error;
 pub mod mask;
 pub mod pack;
+pub mod pipeline;
 pub mod preprocess;
 pub mod read;
 pub mod schema;

@@ -18,10 +18,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::check::{build_encoder, detect_format, forced_format, process, JobConfig};
 use crate::encode::{Encoded, Outcome};
 use crate::error::{Error, Problem, Result};
 use crate::pack::{best_fit_decreasing, SplitMix64};
+use crate::pipeline::StreamProgress;
+use crate::pipeline::{build_encoder, forced_format, stream, JobConfig};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 use crate::shard::{shard_name, Row, ShardInfo, ShardWriter};
@@ -29,7 +30,6 @@ use crate::tokenize::hex_sha256;
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
 pub const FORMAT_VERSION: u32 = 1;
-const BATCH: usize = 4096;
 const REJECT_RECORD_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -417,14 +417,38 @@ pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress)
         files: files.clone(),
     };
     let bytes_total: u64 = inputs.iter().map(|i| i.bytes).sum();
+    // What progress reports of the run; shared by the two callbacks.
+    let written = std::cell::Cell::new((run.counts.tokens, run.counts.rows));
+    let mut on_record = |_: Option<Format>, raw: RawRecord, outcome: Outcome| {
+        run.take(&raw, outcome)?;
+        written.set((run.counts.tokens, run.counts.rows));
+        Ok(())
+    };
+    let interval = std::time::Duration::from_millis(config.progress_interval_ms);
+    let mut last_report = std::time::Instant::now();
+    let mut on_batch = |p: &StreamProgress| {
+        if last_report.elapsed() < interval {
+            return true;
+        }
+        last_report = std::time::Instant::now();
+        let (tokens, rows) = written.get();
+        progress(&Progress {
+            records: p.records,
+            tokens,
+            bytes_read: p.bytes_read,
+            bytes_total,
+            rows,
+        })
+    };
+    let skip = checkpoint.records_consumed;
     stream(
-        &mut run,
         &files,
         forced,
         &encoder,
-        checkpoint.records_consumed,
-        bytes_total,
-        progress,
+        config.job.threads,
+        skip,
+        &mut on_record,
+        &mut on_batch,
     )?;
     run.flush_window()?;
 
@@ -458,61 +482,4 @@ pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress)
         out: out.display().to_string(),
         manifest,
     })
-}
-
-/// Reads every record, skipping the first `skip` (done by an earlier run), and feeds the run.
-fn stream(
-    run: &mut Run<'_>,
-    files: &[PathBuf],
-    forced: Option<Format>,
-    encoder: &crate::encode::Encoder,
-    skip: u64,
-    bytes_total: u64,
-    progress: &mut dyn FnMut(&Progress) -> bool,
-) -> Result<()> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(run.config.job.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
-    let mut seen = 0u64;
-    let mut bytes_read = 0u64;
-    let mut last_report = std::time::Instant::now();
-    for (file_index, path) in files.iter().enumerate() {
-        let mut format = forced;
-        let mut records = read::records(file_index as u32, path)?;
-        loop {
-            let batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
-            if batch.is_empty() {
-                break;
-            }
-            if format.is_none() {
-                format = detect_format(&batch);
-            }
-            bytes_read += batch
-                .iter()
-                .map(|r| r.text.as_ref().map_or(0, |t| t.len() as u64 + 1))
-                .sum::<u64>();
-            let fresh: Vec<&RawRecord> = batch.iter().skip(skip.saturating_sub(seen) as usize).collect();
-            seen += batch.len() as u64;
-            let outcomes: Vec<Outcome> =
-                pool.install(|| fresh.par_iter().map(|raw| process(raw, format, encoder)).collect());
-            for (raw, outcome) in fresh.into_iter().zip(outcomes) {
-                run.take(raw, outcome)?;
-            }
-            if last_report.elapsed().as_millis() >= u128::from(run.config.progress_interval_ms) {
-                last_report = std::time::Instant::now();
-                let report = Progress {
-                    records: seen,
-                    tokens: run.counts.tokens,
-                    bytes_read,
-                    bytes_total,
-                    rows: run.counts.rows,
-                };
-                if !progress(&report) {
-                    return Err(Error::Interrupted);
-                }
-            }
-        }
-    }
-    Ok(())
 }

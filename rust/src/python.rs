@@ -8,9 +8,10 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::check::{self as engine, JobConfig};
+use crate::check as engine;
 use crate::encode::{Encoder, Outcome};
 use crate::error::Error;
+use crate::pipeline::{build_encoder, JobConfig};
 use crate::schema::{self, Format};
 
 create_exception!(_core, SftpackError, PyException, "Base class of sftpack's errors.");
@@ -113,7 +114,7 @@ impl PyEncoder {
     #[new]
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
         let config = parse_config(config_json)?;
-        let encoder = py.detach(|| engine::build_encoder(&config)).map_err(to_py)?;
+        let encoder = py.detach(|| build_encoder(&config)).map_err(to_py)?;
         Ok(PyEncoder { encoder })
     }
 

@@ -1,0 +1,148 @@
+//! Pipeline: the one loop every job runs. Records are read in order on the calling thread and
+//! parsed, templated, tokenized and masked in batches on a thread pool; results come back in
+//! input order, so what a job produces never depends on the thread count.
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::encode::{EncodeOptions, Encoder, Outcome};
+use crate::error::{Error, Problem, Result};
+use crate::read::{self, RawRecord};
+use crate::schema::{self, Format};
+use crate::template::ChatTemplate;
+use crate::tokenize::TokenizerBundle;
+
+/// A job's inputs and settings, as sent from Python.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub inputs: Vec<PathBuf>,
+    pub tokenizer: PathBuf,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub encode: EncodeOptions,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How many examples to keep per problem kind.
+    #[serde(default = "default_examples")]
+    pub examples_per_kind: usize,
+}
+
+fn default_examples() -> usize {
+    5
+}
+
+/// Builds the encoder a job config describes.
+pub fn build_encoder(config: &JobConfig) -> Result<Encoder> {
+    let tokenizer = TokenizerBundle::load(&config.tokenizer)?;
+    let template = ChatTemplate::resolve(config.template.as_deref(), &tokenizer)?;
+    Encoder::new(tokenizer, template, config.encode.clone())
+}
+
+pub fn forced_format(config: &JobConfig) -> Result<Option<Format>> {
+    config
+        .format
+        .as_deref()
+        .map(|name| {
+            Format::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+                Error::Config(format!("unknown format \"{name}\"; formats are {}", names.join(", ")))
+            })
+        })
+        .transpose()
+}
+
+/// Parses and encodes one raw record.
+pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Outcome {
+    let text = match &raw.text {
+        Ok(t) => t,
+        Err(p) => return Outcome::Rejected(vec![p.clone()]),
+    };
+    let record = match schema::parse_json(text) {
+        Ok(r) => r,
+        Err(p) => return Outcome::Rejected(vec![p]),
+    };
+    let Some(format) = format.or_else(|| Format::detect(&record)) else {
+        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        return Outcome::Rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))
+            .hint("records need \"messages\" (openai), \"conversation\" (xtuner), \"conversations\" (sharegpt), \"instruction\" (alpaca) or \"text\" (oasst); other formats need a map function")]);
+    };
+    match schema::to_conversation(format, &record) {
+        Ok(conversation) => encoder.encode(&conversation),
+        Err(problems) => Outcome::Rejected(problems),
+    }
+}
+
+/// The format of a file: forced, or that of its first record that names one.
+pub(crate) fn detect_format(batch: &[RawRecord]) -> Option<Format> {
+    batch
+        .iter()
+        .filter_map(|r| r.text.as_ref().ok())
+        .filter_map(|t| schema::parse_json(t).ok())
+        .find_map(|r| Format::detect(&r))
+}
+
+/// Records per batch handed to the thread pool: large enough that uneven record lengths even
+/// out across threads.
+const BATCH: usize = 4096;
+
+/// How far a stream got, reported between batches.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamProgress {
+    pub records: u64,
+    pub bytes_read: u64,
+}
+
+/// Streams every record of `files` through `encoder`, skipping the first `skip` records (done by
+/// an earlier run) without encoding them. `on_record` gets each result in input order;
+/// `on_batch` is called after every batch and stops the stream with `Error::Interrupted` when it
+/// returns false.
+pub fn stream(
+    files: &[PathBuf],
+    forced: Option<Format>,
+    encoder: &Encoder,
+    threads: Option<usize>,
+    skip: u64,
+    on_record: &mut dyn FnMut(Option<Format>, RawRecord, Outcome) -> Result<()>,
+    on_batch: &mut dyn FnMut(&StreamProgress) -> bool,
+) -> Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+    let mut progress = StreamProgress::default();
+    for (file_index, path) in files.iter().enumerate() {
+        let mut format = forced;
+        let mut records = read::records(file_index as u32, path)?;
+        loop {
+            let batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
+            if batch.is_empty() {
+                break;
+            }
+            if format.is_none() {
+                format = detect_format(&batch);
+            }
+            progress.bytes_read += batch
+                .iter()
+                .map(|r| r.text.as_ref().map_or(0, |t| t.len() as u64 + 1))
+                .sum::<u64>();
+            let already = skip.saturating_sub(progress.records).min(batch.len() as u64) as usize;
+            progress.records += batch.len() as u64;
+            let fresh: Vec<RawRecord> = batch.into_iter().skip(already).collect();
+            let outcomes: Vec<Outcome> =
+                pool.install(|| fresh.par_iter().map(|raw| process(raw, format, encoder)).collect());
+            for (raw, outcome) in fresh.into_iter().zip(outcomes) {
+                on_record(format, raw, outcome)?;
+            }
+            if !on_batch(&progress) {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+    Ok(())
+}
