@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..errors import SftpackError
-from . import check, convert_tokenizer, demo, inspect, preprocess, templates
+from . import check, convert_tokenizer, demo, inspect, preprocess, quickstart, templates, train
 
-COMMANDS = [check, inspect, preprocess, templates, convert_tokenizer, demo]
+COMMANDS = [check, inspect, preprocess, train, quickstart, templates, convert_tokenizer, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

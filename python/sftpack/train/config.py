@@ -1,0 +1,195 @@
+"""Training recipes: YAML → a validated :class:`TrainConfig`. Every problem is reported at once.
+
+A recipe has sections (all keys optional except ``model.path``, ``data.pack``, ``output.dir``)::
+
+    model:   {path, dtype: float32|bfloat16|float16, attention: auto|sdpa|eager|flash_attention_2,
+              gradient_checkpointing}
+    method:  {name: full|lora|qlora, lora_r, lora_alpha, lora_dropout, target_modules,
+              quant_type: nf4|fp4, double_quant, compute_dtype}
+    data:    {pack, batch_size | max_tokens, seed}
+    optim:   {lr, weight_decay, betas, warmup_steps, scheduler: cosine|linear|constant, epochs,
+              max_steps, grad_accum, max_grad_norm}
+    output:  {dir, log_every, save_every, sample_every, sample_prompts, sample_max_new_tokens}
+    seed: 0
+
+Command-line overrides use dotted keys: ``sftpack train r.yaml optim.lr=1e-4 data.batch_size=8``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    dtype: str = "float32"
+    attention: str = "auto"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+
+
+@dataclass
+class DataConfig:
+    pack: str = ""
+    batch_size: int | None = None
+    max_tokens: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    scheduler: str = "cosine"
+    epochs: int = 1
+    max_steps: int | None = None
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass
+class OutputConfig:
+    dir: str = ""
+    log_every: int = 1
+    save_every: int | None = None
+    sample_every: int | None = None
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_max_new_tokens: int = 64
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    ("model", "dtype"): {"float32", "bfloat16", "float16"},
+    ("model", "attention"): {"auto", "sdpa", "eager", "flash_attention_2"},
+    ("method", "name"): {"full", "lora", "qlora"},
+    ("method", "quant_type"): {"nf4", "fp4"},
+    ("method", "compute_dtype"): {"float32", "bfloat16", "float16"},
+    ("optim", "scheduler"): {"cosine", "linear", "constant"},
+}
+POSITIVE = {("optim", "lr"), ("optim", "epochs"), ("optim", "grad_accum"), ("output", "log_every"),
+            ("method", "lora_r"), ("data", "batch_size"), ("data", "max_tokens")}
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    if value is None:
+        return "None" in annotation
+    if isinstance(value, bool):
+        return annotation.startswith("bool")
+    if "int" in annotation and isinstance(value, int):
+        return True
+    if "float" in annotation and isinstance(value, (int, float)):
+        return True
+    if "str" in annotation and isinstance(value, str):
+        return True
+    return "list" in annotation and isinstance(value, list)
+
+
+def _build(raw: dict[str, Any], problems: list[str]) -> TrainConfig:
+    config = TrainConfig()
+    for key, value in raw.items():
+        if key == "seed":
+            if isinstance(value, int) and not isinstance(value, bool):
+                config.seed = value
+            else:
+                problems.append(f"seed: expected an integer, found {value!r}")
+            continue
+        section = getattr(config, key, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            problems.append(f"{key}: unknown section (sections are model, method, data, optim, output, seed)")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping of settings, found {value!r}")
+            continue
+        fields = {f.name: str(f.type) for f in dataclasses.fields(section)}
+        for name, item in value.items():
+            if name not in fields:
+                problems.append(f"{key}.{name}: unknown setting (known: {', '.join(sorted(fields))})")
+            elif not _type_ok(item, fields[name]):
+                problems.append(f"{key}.{name}: expected {fields[name]}, found {item!r}")
+            else:
+                setattr(section, name, item)
+    return config
+
+
+def _validate(config: TrainConfig, problems: list[str]) -> None:
+    for (section, name), allowed in CHOICES.items():
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            problems.append(f"{section}.{name}: {value!r} is not one of {sorted(allowed)}")
+    for section, name in POSITIVE:
+        value = getattr(getattr(config, section), name)
+        if value is not None and value <= 0:
+            problems.append(f"{section}.{name}: must be positive, found {value!r}")
+    for section, name in (("model", "path"), ("data", "pack"), ("output", "dir")):
+        if not getattr(getattr(config, section), name):
+            problems.append(f"{section}.{name}: required")
+    if (config.data.batch_size is None) == (config.data.max_tokens is None):
+        problems.append("data: give exactly one of batch_size or max_tokens")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value\nhint: e.g. optim.lr=1e-4")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict[str, Any] | None = None) -> TrainConfig:
+    """Reads a recipe (and/or a dict), applies ``key=value`` overrides, validates everything.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    data: dict[str, Any] = dict(raw or {})
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections")
+        data = {**loaded, **data}
+    for override in overrides or []:
+        keys, value = parse_override(override)
+        target = data
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    problems: list[str] = []
+    config = _build(data, problems)
+    _validate(config, problems)
+    if problems:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe:\n  " + "\n  ".join(problems))
+    return config

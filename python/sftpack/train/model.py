@@ -1,0 +1,94 @@
+"""Model setup: load a local Hugging Face model and apply the fine-tuning method."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .config import TrainConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def choose_attention(requested: str) -> str:
+    """auto: flash-attention varlen where it runs (CUDA + flash-attn), else SDPA with
+    block-diagonal document masks."""
+    if requested != "auto":
+        if requested == "flash_attention_2" and not torch.cuda.is_available():
+            raise ConfigError("model.attention=flash_attention_2 needs a CUDA GPU\nhint: use sdpa on the CPU")
+        return requested
+    if torch.cuda.is_available():
+        try:
+            import flash_attn  # noqa: F401, PLC0415
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def check_tokenizer_matches(model_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuses a pack made with a different tokenizer than the model ships."""
+    tokenizer_json = model_dir / "tokenizer.json"
+    if tokenizer_json.is_file():
+        digest = hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()
+        if digest != manifest["tokenizer"]["sha256"]:
+            raise ConfigError(
+                f"the pack was made with another tokenizer ({manifest['tokenizer']['path']}) than the model's "
+                f"({tokenizer_json})\nhint: preprocess again with --tokenizer {model_dir}")
+    config = json.loads((model_dir / "config.json").read_text())
+    vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
+    if vocab is not None and manifest["tokenizer"]["vocab_size"] > vocab:
+        raise ConfigError(f"the pack's tokenizer has {manifest['tokenizer']['vocab_size']} tokens, more than the "
+                          f"model's {vocab} embeddings\nhint: preprocess with the model's own tokenizer")
+
+
+def _quantization(config: TrainConfig) -> Any:
+    try:
+        import bitsandbytes  # noqa: F401, PLC0415
+        from transformers import BitsAndBytesConfig  # noqa: PLC0415
+    except ImportError as error:
+        raise ConfigError("method.name=qlora needs bitsandbytes and a CUDA GPU\n"
+                          "hint: pip install bitsandbytes, or use method.name=lora") from error
+    if not torch.cuda.is_available():
+        raise ConfigError("method.name=qlora needs a CUDA GPU (bitsandbytes 4-bit)\nhint: use method.name=lora")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.method.quant_type,
+        bnb_4bit_use_double_quant=config.method.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[config.method.compute_dtype],
+    )
+
+
+def load_model(config: TrainConfig, attention: str) -> Any:
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    path = Path(config.model.path)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model.path {path} is not a Hugging Face model directory (no config.json)")
+    kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": attention}
+    if config.method.name == "qlora":
+        kwargs["quantization_config"] = _quantization(config)
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.method.name in ("lora", "qlora"):
+        model = _apply_lora(model, config)
+    return model
+
+
+def _apply_lora(model: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training  # noqa: PLC0415
+
+    if config.method.name == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.model.gradient_checkpointing)
+    lora = LoraConfig(r=config.method.lora_r, lora_alpha=config.method.lora_alpha,
+                      lora_dropout=config.method.lora_dropout, target_modules=config.method.target_modules,
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)

@@ -1,0 +1,248 @@
+"""The SFT recipe: setup → train → save, in the torchtune shape.
+
+Each optimizer step takes ``grad_accum`` micro-batches from the pack loader, counts their trained
+tokens over all ranks, and backpropagates each micro-batch's summed token loss divided by that
+global count, so the loss does not depend on how rows were packed or split across steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import PackDataset, PackLoader, collate_padded, collate_padding_free, global_trained_tokens, sum_token_loss
+from ..errors import ConfigError
+from .config import TrainConfig, load_config
+from .model import check_tokenizer_matches, choose_attention, load_model
+
+STATE_FILE = "trainer_state.pt"
+
+
+def real_tokens(batch: dict[str, Any]) -> int:
+    """Non-padding tokens of a collated batch (a real token may attend to itself)."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return int(batch["input_ids"].numel())
+    diagonal = torch.diagonal(mask[:, 0], dim1=-2, dim2=-1) if mask.dim() == 4 else mask
+    return int((diagonal == 0).sum()) if diagonal.is_floating_point() else int(diagonal.bool().sum())
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if world > 1:
+        return torch.distributed.get_rank(), world
+    return 0, 1
+
+
+class SFTRecipe:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.output.dir)
+        self.step = 0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        config = self.config
+        self.rank, self.world = _distributed()
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        self.dataset = PackDataset(config.data.pack)
+        check_tokenizer_matches(Path(config.model.path), self.dataset.manifest)
+        self.attention = choose_attention(config.model.attention)
+        self.model = load_model(config, self.attention).to(self.device)
+        self.model.train()
+        self.ddp_model = self.model
+        if self.world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        collate = self._collate()
+        self.loader = PackLoader(self.dataset, batch_size=config.data.batch_size, max_tokens=config.data.max_tokens,
+                                 collate=collate, seed=config.data.seed, rank=self.rank, world_size=self.world)
+        steps_per_epoch = len(self.loader) // config.optim.grad_accum
+        if steps_per_epoch == 0:
+            raise ConfigError(f"the pack gives {len(self.loader)} batches per rank, fewer than optim.grad_accum="
+                              f"{config.optim.grad_accum}\nhint: lower data.batch_size or optim.grad_accum")
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = config.optim.max_steps or steps_per_epoch * config.optim.epochs
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+                                           betas=(config.optim.betas[0], config.optim.betas[1]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._resume_if_possible()
+
+    def _collate(self) -> Any:
+        if self.attention == "flash_attention_2":
+            return lambda rows: collate_padding_free(rows, "pt")
+        pad = 0
+        if self.attention == "eager":
+            def eager(rows: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+                batch = collate_padded(rows, pad, document_mask=True, return_tensors="pt")
+                mask = batch["attention_mask"]
+                batch["attention_mask"] = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+                return batch
+            return eager
+        return lambda rows: collate_padded(rows, pad, document_mask=True, return_tensors="pt")
+
+    def _lr_factor(self, step: int) -> float:
+        optim = self.config.optim
+        if step < optim.warmup_steps:
+            return (step + 1) / (optim.warmup_steps + 1)
+        if optim.scheduler == "constant":
+            return 1.0
+        progress = (step - optim.warmup_steps) / max(1, self.total_steps - optim.warmup_steps)
+        if optim.scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    # -- training ------------------------------------------------------------------------------
+    def _micro_batches(self) -> Any:
+        while True:
+            yield from self.loader
+            self.loader.set_epoch(self.loader.epoch + 1)
+
+    def _forward_sum_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != "labels"}
+        logits = self.ddp_model(**inputs).logits
+        return sum_token_loss(logits, batch["labels"].to(self.device))
+
+    def train(self) -> None:
+        batches = self._micro_batches()
+        metrics = (self.out / "metrics.jsonl").open("a")
+        started, self.tokens_seen = time.monotonic(), 0
+        while self.step < self.total_steps:
+            micro = [next(batches) for _ in range(self.config.optim.grad_accum)]
+            trained = global_trained_tokens(micro)
+            loss_sum = 0.0
+            for batch in micro:
+                loss = self._forward_sum_loss(batch)
+                (loss * self.world / max(trained, 1)).backward()
+                loss_sum += float(loss.detach())
+                self.tokens_seen += real_tokens(batch)
+            if self.config.optim.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            loss_value = self._global_mean(loss_sum, trained)
+            if self.step % self.config.output.log_every == 0 or self.step == self.total_steps:
+                self._log(metrics, loss_value, trained, started)
+            if self.config.output.save_every and self.step % self.config.output.save_every == 0:
+                self.save_checkpoint()
+            if self.config.output.sample_every and self.step % self.config.output.sample_every == 0:
+                self._sample()
+        metrics.close()
+
+    def _global_mean(self, local_sum: float, trained: int) -> float:
+        total = torch.tensor([local_sum], dtype=torch.float64)
+        if self.world > 1:
+            torch.distributed.all_reduce(total)
+        return float(total.item()) / max(trained, 1)
+
+    def _log(self, metrics: Any, loss: float, trained: int, started: float) -> None:
+        if self.rank != 0:
+            return
+        elapsed = time.monotonic() - started
+        record = {"step": self.step, "loss": round(loss, 6), "lr": self.scheduler.get_last_lr()[0],
+                  "trained_tokens": trained, "epoch": self.loader.epoch, "elapsed_s": round(elapsed, 2)}
+        record["tokens_per_s"] = round(self.tokens_seen * self.world / max(elapsed, 1e-9), 1)
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+        remaining = elapsed / self.step * (self.total_steps - self.step) if self.step else 0.0
+        print(f"step {self.step}/{self.total_steps}  loss {loss:.4f}  lr {record['lr']:.2e}  "
+              f"{record['tokens_per_s']:,.0f} tokens/s  ETA {remaining:.0f}s", flush=True)
+
+    def _sample(self) -> None:
+        if self.rank != 0 or not self.config.output.sample_prompts:
+            return
+        from .generate import generate_reply  # noqa: PLC0415
+
+        for prompt in self.config.output.sample_prompts:
+            reply = generate_reply(self.model, Path(self.config.model.path), prompt,
+                                   self.config.output.sample_max_new_tokens)
+            print(f"  sample: {prompt!r} -> {reply!r}", flush=True)
+        self.model.train()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, final: bool = False) -> Path:
+        target = self.out / ("model" if final else f"checkpoint-{self.step}")
+        if self.rank == 0:
+            self.model.save_pretrained(str(target))
+            self._copy_tokenizer(target)
+            meta = {"step": self.step, "pack_key": self.dataset.manifest["key"],
+                    "template": self.dataset.manifest["template"], "config": self.config.to_dict(),
+                    "method": self.config.method.name, "base_model": str(Path(self.config.model.path).resolve())}
+            (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
+            if not final:
+                torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
+                            "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
+                            "torch_rng": torch.get_rng_state()}, target / STATE_FILE)
+        if self.world > 1:
+            torch.distributed.barrier()
+        return target
+
+    def _copy_tokenizer(self, target: Path) -> None:
+        source = Path(self.config.model.path)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+            if (source / name).is_file():
+                shutil.copy(source / name, target / name)
+
+    def _resume_if_possible(self) -> None:
+        checkpoints = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        checkpoints = [c for c in checkpoints if (c / STATE_FILE).is_file()]
+        if not checkpoints:
+            return
+        latest = checkpoints[-1]
+        state = torch.load(latest / STATE_FILE, weights_only=False)
+        self._load_weights(latest)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        if self.rank == 0:
+            print(f"resuming from {latest} (step {self.step})", flush=True)
+
+    def _load_weights(self, checkpoint: Path) -> None:
+        if self.config.method.name == "full":
+            from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+            loaded = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=self.model.dtype)
+            self.model.load_state_dict(loaded.state_dict())
+        else:
+            from peft import set_peft_model_state_dict  # noqa: PLC0415
+            from safetensors.torch import load_file  # noqa: PLC0415
+
+            set_peft_model_state_dict(self.model, load_file(str(checkpoint / "adapter_model.safetensors")))
+
+    def cleanup(self) -> None:
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def train(config: TrainConfig | str | Path, overrides: list[str] | None = None) -> Path:
+    """Runs a recipe end to end; returns the final model directory."""
+    if not isinstance(config, TrainConfig):
+        config = load_config(config, overrides)
+    recipe = SFTRecipe(config)
+    recipe.setup()
+    try:
+        recipe.train()
+        return recipe.save_checkpoint(final=True)
+    finally:
+        recipe.cleanup()
