@@ -163,8 +163,14 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not key=value\nhint: e.g. optim.lr=1e-4")
-    key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    return key.strip().split("."), value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
