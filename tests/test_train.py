@@ -148,3 +148,7 @@ def test_quickstart_leaves_a_pack_a_model_and_metrics(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "model" / "config.json").is_file()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records and all({"step", "loss"} <= set(r) for r in records)
+    chat = subprocess.run([sys.executable, "-m", "sftpack", "chat", str(tmp_path / "run" / "model"),
+                           "--prompt", "Name a red cat."], capture_output=True, text=True, timeout=300)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip() == "A red cat could be called Redcat."

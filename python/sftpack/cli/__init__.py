@@ -11,9 +11,23 @@ from collections.abc import Callable
 
 from .. import __version__
 from ..errors import SftpackError
-from . import check, convert_tokenizer, demo, inspect, preprocess, quickstart, templates, train
+from . import (
+    chat,
+    check,
+    configs,
+    convert_tokenizer,
+    demo,
+    inspect,
+    merge,
+    preprocess,
+    quickstart,
+    template,
+    templates,
+    train,
+)
 
-COMMANDS = [check, inspect, preprocess, train, quickstart, templates, convert_tokenizer, demo]
+COMMANDS = [check, inspect, preprocess, train, quickstart, configs, merge, chat, template, templates,
+            convert_tokenizer, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,79 @@
+"""After training: merge, chat with the training template, ready recipes, template check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from sftpack.preprocess import preprocess  # noqa: E402
+from sftpack.quickstart import make_base_model, write_data  # noqa: E402
+from sftpack.train import load_config, train  # noqa: E402
+
+from .conftest import DEMO  # noqa: E402
+
+
+def sftpack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sftpack", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lifecycle")
+    write_data(root / "chat.jsonl", count=300)
+    make_base_model(root / "base")
+    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
+    raw = {"model": {"path": str(root / "base"), "attention": "sdpa"}, "method": {"name": "lora", "lora_r": 8},
+           "data": {"pack": str(root / "pack"), "batch_size": 2},
+           "optim": {"lr": 2e-2, "max_steps": 6, "scheduler": "constant"}, "output": {"dir": str(root / "run")}}
+    adapter = train(load_config(raw=raw))
+    return {"root": root, "base": root / "base", "pack": root / "pack", "adapter": adapter}
+
+
+def test_merged_model_logits_equal_base_plus_adapter(trained: dict[str, Path]) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = trained["root"] / "merged"
+    result = sftpack("merge", str(trained["base"]), str(trained["adapter"]), str(out))
+    assert result.returncode == 0, result.stderr
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(trained["base"])),
+                                             str(trained["adapter"]))
+    merged = AutoModelForCausalLM.from_pretrained(str(out))
+    assert merged.dtype == torch.float32 and (out / "tokenizer.json").is_file()
+    with torch.no_grad():
+        assert torch.allclose(with_adapter(ids).logits, merged(ids).logits, atol=1e-5)
+
+
+def test_chat_one_shot_with_an_adapter_uses_the_training_template(trained: dict[str, Path]) -> None:
+    result = sftpack("chat", str(trained["base"]), "--adapter", str(trained["adapter"]), "--prompt", "Name a red cat.",
+                     "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    warned = sftpack("chat", str(trained["base"]), "--adapter", str(trained["adapter"]), "--template", "zephyr",
+                     "--prompt", "hi", "--max-new-tokens", "2")
+    assert warned.returncode == 0 and "trained with template" in warned.stderr
+
+
+def test_a_copied_recipe_trains_as_is(trained: dict[str, Path], tmp_path: Path) -> None:
+    assert "qwen3_lora" in sftpack("configs", "list", "-p", "qwen").stdout
+    assert sftpack("configs", "copy", "qwen3_lora", str(tmp_path)).returncode == 0
+    result = sftpack("train", str(tmp_path / "qwen3_lora.yaml"), f"model.path={trained['base']}",
+                     f"data.pack={trained['pack']}", f"output.dir={tmp_path / 'run'}", "optim.max_steps=2",
+                     "optim.grad_accum=2", "model.dtype=float32", "output.sample_every=null")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
+
+
+def test_template_check_flags_a_wrong_template() -> None:
+    same = sftpack("template", "check", "--tokenizer", str(DEMO))
+    assert same.returncode == 0 and "2/2 records token-identical" in same.stdout
+    xtuner_chatml = sftpack("template", "check", "--tokenizer", str(DEMO), "--template", "qwen_chat")
+    assert xtuner_chatml.returncode == 0, xtuner_chatml.stdout
+    wrong = sftpack("template", "check", "--tokenizer", str(DEMO), "--template", "zephyr")
+    assert wrong.returncode == 1 and "differs at token" in wrong.stdout
