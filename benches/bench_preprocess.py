@@ -31,10 +31,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Times sftpack.preprocess in a fresh process (tokenizer load and input hashing included, Python
-# start-up not) and reports its peak RSS.
+# start-up not) and reports its peak RSS. VmHWM, not ru_maxrss: the latter survives exec and so
+# would report the (large) benchmark parent that forked this process.
 SFTPACK = """
-import json, resource, sys, time
+import json, sys, time
 from sftpack.preprocess import preprocess
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
 data, tokenizer, out, threads, max_length = sys.argv[1:6]
 start = time.perf_counter()
 result = preprocess([data], tokenizer, out, threads=int(threads), max_length=int(max_length), overwrite=True)
@@ -42,7 +49,7 @@ seconds = time.perf_counter() - start
 counts = result["manifest"]["counts"]
 print(json.dumps({"seconds": seconds, "tokens": counts["tokens"], "records": counts["records_read"],
                   "efficiency": counts["packing_efficiency"],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": peak_mb()}))
 """
 
 FLOOR = """
