@@ -162,7 +162,9 @@ pub fn render_jinja(
             .map(|upto| upto.trim_end().len());
         let span = match (start, end) {
             (Some(s), Some(e)) if e > s => s..e,
-            _ => match locate(&text, message.text(), start.unwrap_or(cursor), traits) {
+            _ => match locate(&text, message.text(), start, cursor, traits)
+                .or_else(|| shared_prefix_span(&renderer, &text, i, start?))
+            {
                 Some(span) => span,
                 None => {
                     return Err(Problem::new("template_error", format!("messages[{i}]"), "cannot find where the template puts this message")
@@ -180,11 +182,20 @@ pub fn render_jinja(
 /// Fallback for templates that are not prefix-stable: the span starts at `from` (the end of the
 /// generation prompt when known) or at the message's (trimmed) content, and ends after the first
 /// end-of-turn token that follows the content (or at the content's end).
-fn locate(text: &str, content: &str, from: usize, traits: &TemplateTraits) -> Option<Range<usize>> {
+fn locate(
+    text: &str,
+    content: &str,
+    from: Option<usize>,
+    cursor: usize,
+    traits: &TemplateTraits,
+) -> Option<Range<usize>> {
     let needle = content.trim();
     let (start, content_end) = if needle.is_empty() {
+        // Nothing to search for: only a known generation prompt end can anchor the span.
+        let from = from?;
         (from, from)
     } else {
+        let from = from.unwrap_or(cursor);
         let at = text.get(from..)?.find(needle)? + from;
         (from.min(at), at + needle.len())
     };
@@ -194,6 +205,18 @@ fn locate(text: &str, content: &str, from: usize, traits: &TemplateTraits) -> Op
         None => return None,
     };
     Some(start..end)
+}
+
+/// Last resort: from the generation prompt to where the rendering up to this message stops
+/// agreeing with the full rendering (trailing whitespace excluded).
+fn shared_prefix_span(renderer: &Renderer<'_>, text: &str, i: usize, start: usize) -> Option<Range<usize>> {
+    let upto = renderer.render_closed(i + 1).ok()?;
+    let shared = upto.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
+    let mut end = text[..shared].trim_end().len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (end > start).then_some(start..end)
 }
 
 /// Where message content appears in the rendering, for messages that spell special tokens (the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,19 @@ def run(args: argparse.Namespace) -> int:
     model = find_model(args.directory)
     out = args.out or (model.parent if args.directory.is_file() else args.directory)
     try:
-        from transformers import LlamaTokenizerFast  # noqa: PLC0415 (optional dependency)
+        import sentencepiece  # noqa: F401, PLC0415 (optional dependencies)
+        from transformers import LlamaTokenizer  # noqa: PLC0415
     except ImportError as error:
         raise TokenizerError(
             "converting a SentencePiece model needs transformers, sentencepiece and protobuf\n"
             "hint: pip install transformers sentencepiece protobuf"
         ) from error
-    tokenizer = LlamaTokenizerFast(vocab_file=str(model), legacy=False, from_slow=True)
-    tokenizer.save_pretrained(str(out))
+    with tempfile.TemporaryDirectory() as staging:
+        # transformers converts a directory's tokenizer.model; Mistral names theirs *.model.v3.
+        shutil.copy(model, Path(staging) / "tokenizer.model")
+        tokenizer = LlamaTokenizer.from_pretrained(staging, legacy=False)
+        if len(tokenizer) <= 3:
+            raise TokenizerError(f"{model} did not convert (the result has {len(tokenizer)} tokens)")
+        tokenizer.save_pretrained(str(out))
     print(f"wrote {out / 'tokenizer.json'}")
     return 0

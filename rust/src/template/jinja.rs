@@ -38,6 +38,30 @@ fn strip_generation_tags(source: &str) -> String {
     out
 }
 
+/// Jinja2's `float` filter: a number, or `default` (0.0) when the value does not parse.
+fn float_filter(value: JValue, default: Option<f64>) -> f64 {
+    let parsed = match value.as_str() {
+        Some(text) => text.trim().parse::<f64>().ok(),
+        None => f64::try_from(value).ok(),
+    };
+    parsed.unwrap_or(default.unwrap_or(0.0))
+}
+
+/// Jinja2's `int` filter: an integer, or `default` (0) when the value does not parse.
+fn int_filter(value: JValue, default: Option<i64>) -> i64 {
+    let parsed = match value.as_str() {
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| text.trim().parse::<f64>().ok().map(|f| f as i64)),
+        None => i64::try_from(value.clone())
+            .ok()
+            .or_else(|| f64::try_from(value).ok().map(|f| f as i64)),
+    };
+    parsed.unwrap_or(default.unwrap_or(0))
+}
+
 fn raise_exception(message: String) -> std::result::Result<JValue, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
 }
@@ -216,6 +240,8 @@ impl JinjaTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        env.add_filter("float", float_filter);
+        env.add_filter("int", int_filter);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
             .map_err(|e| Error::Template(format!("the chat template does not compile: {e:#}")))?;
         let mut globals = serde_json::Map::new();
