@@ -163,10 +163,17 @@ def main() -> int:
                                      threads=args.threads))
         main_run = min(runs, key=lambda r: r["seconds"])
         floor = min(floors, key=lambda r: r["seconds"])
+        # Fixed start-up (tokenizer load, template probes): a run on a handful of conversations.
+        tiny = work / "tiny.jsonl"
+        tiny.write_text("".join(data.open().readlines()[:10]))
+        setup = min(run_sftpack(tiny, tok, work / "tiny", args.threads, 4096)["seconds"] for _ in range(2))
         sft_rate = main_run["tokens"] / main_run["seconds"]
-        figures["sftpack"] = {**main_run, "tokens_per_s": sft_rate, "mb_per_s": mb / main_run["seconds"]}
+        steady_rate = main_run["tokens"] / max(main_run["seconds"] - setup, 1e-9)
+        figures["sftpack"] = {**main_run, "tokens_per_s": sft_rate, "mb_per_s": mb / main_run["seconds"],
+                              "setup_seconds": setup, "steady_tokens_per_s": steady_rate}
         figures["floor"] = {**floor, "tokens_per_s": floor["tokens"] / floor["seconds"]}
         figures["ratio_to_floor"] = sft_rate / figures["floor"]["tokens_per_s"]
+        figures["steady_ratio_to_floor"] = steady_rate / figures["floor"]["tokens_per_s"]
 
         if not args.skip_peer:
             cache = str(work / "hf-cache")
@@ -196,8 +203,11 @@ def report(f: dict[str, Any]) -> None:
     print(f"  sftpack     {s['tokens_per_s']:>12,.0f} tokens/s  {s['mb_per_s']:6.2f} MB/s"
           f"  peak RSS {s['rss_mb']:,.0f} MB"
           f"  ({s['tokens']:,} tokens in {s['seconds']:.2f}s, tokenizer load and input hashing included)")
+    print(f"              {s['steady_tokens_per_s']:>12,.0f} tokens/s  without the "
+          f"{s['setup_seconds']:.2f}s fixed start-up")
     print(f"  floor       {f['floor']['tokens_per_s']:>12,.0f} tokens/s  (tokenizers encode_batch on rendered text)"
-          f"  -> ratio {f['ratio_to_floor']:.2f} (target >= 0.8)")
+          f"  -> ratio {f['ratio_to_floor']:.2f} end to end, {f['steady_ratio_to_floor']:.2f} without start-up"
+          " (target >= 0.8)")
     if "peer_python" in f:
         print(f"  peer python {f['peer_python']['tokens_per_s']:>12,.0f} tokens/s  (datasets.map + apply_chat_template)"
               f"  -> sftpack is {f['ratio_to_peer']:.1f}x (target >= 5)")
