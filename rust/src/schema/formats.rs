@@ -41,6 +41,19 @@ fn object<'a>(value: &'a Value, path: &str, problems: &mut Vec<Problem>) -> Opti
     }
 }
 
+/// A record-level `"system"` field becomes the first message.
+fn top_level_system(
+    record: &Map<String, Value>,
+    conversation: &mut Conversation,
+    paths: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(system) = optional_str(record, "system", "", problems).filter(|s| !s.is_empty()) {
+        conversation.messages.push(Message::new(Role::System, system));
+        paths.push("system".to_string());
+    }
+}
+
 /// XTuner's multi-turn format: `{"conversation": [{"system"?, "input", "output"}]}`.
 /// Firefly's `{"human", "assistant"}` turns are read the same way.
 pub(super) fn xtuner(record: &Map<String, Value>) -> Result<Conversation, Vec<Problem>> {
@@ -85,10 +98,7 @@ pub(super) fn alpaca(record: &Map<String, Value>) -> Result<Conversation, Vec<Pr
     let mut problems = Vec::new();
     let mut conversation = Conversation::default();
     let mut paths = Vec::new();
-    if let Some(system) = optional_str(record, "system", "", &mut problems).filter(|s| !s.is_empty()) {
-        conversation.messages.push(Message::new(Role::System, system));
-        paths.push("system".to_string());
-    }
+    top_level_system(record, &mut conversation, &mut paths, &mut problems);
     for (i, pair) in array(record, "history", &mut problems).iter().enumerate() {
         let path = format!("history[{i}]");
         match pair.as_array().map(Vec::as_slice) {
@@ -150,10 +160,7 @@ pub(super) fn sharegpt(record: &Map<String, Value>) -> Result<Conversation, Vec<
     let mut problems = Vec::new();
     let mut conversation = Conversation::default();
     let mut paths = Vec::new();
-    if let Some(system) = optional_str(record, "system", "", &mut problems).filter(|s| !s.is_empty()) {
-        conversation.messages.push(Message::new(Role::System, system));
-        paths.push("system".to_string());
-    }
+    top_level_system(record, &mut conversation, &mut paths, &mut problems);
     conversation.tools = match record.get("tools") {
         Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {

@@ -251,21 +251,15 @@ pub(crate) fn required_str<'a>(
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<&'a str> {
-    match obj.get(key) {
-        Some(Value::String(s)) => Some(s),
-        None | Some(Value::Null) => {
-            problems.push(Problem::new(
-                "missing_field",
-                join(path, key),
-                format!("\"{key}\" is required"),
-            ));
-            None
-        }
-        Some(other) => {
-            problems.push(wrong_type(&join(path, key), "a string", other));
-            None
-        }
+    if matches!(obj.get(key), None | Some(Value::Null)) {
+        problems.push(Problem::new(
+            "missing_field",
+            join(path, key),
+            format!("\"{key}\" is required"),
+        ));
+        return None;
     }
+    optional_str(obj, key, path, problems)
 }
 
 /// Reads an optional string field (absent or null is None).
