@@ -40,6 +40,7 @@ def test_inspect_marks_trained_tokens_without_a_tty(tmp_path: Path) -> None:
     result = sftpack("inspect", str(data), "--tokenizer", str(DEMO), "-n", "1")
     assert result.returncode == 0, result.stderr
     assert "{+hello<|im_end|>+}" in result.stdout
+    assert "tokens per role: assistant" in result.stdout and "user" in result.stdout
 
 
 def test_templates_list_and_show() -> None:
@@ -61,3 +62,17 @@ def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     assert sftpack("check").returncode == 2
     assert sftpack("--help").returncode == 0
+
+
+def test_tokens_per_role_add_up(tmp_path: Path) -> None:
+    from sftpack.jobs import samples
+
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"}]})])
+    for template in (None, "qwen_chat"):
+        sample = samples([data], DEMO, 1, template=template)[0]
+        roles = sample["roles"]
+        assert sum(n for n, _ in roles.values()) == sample["tokens"]
+        assert roles["assistant"][1] == sample["trained_tokens"] > 0
+        assert roles["user"][1] == 0

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::encode::{Encoder, Outcome};
+use crate::encode::{Encoded, Encoder, Outcome};
 use crate::error::{Problem, Result};
 use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig};
 use crate::read::{self, RawRecord};
@@ -167,6 +167,8 @@ pub struct Sample {
     pub trained_tokens: usize,
     /// `(text, trained)` runs in order.
     pub runs: Vec<(String, bool)>,
+    /// Per role ("system", "user", "assistant", "tool", "template"): `[tokens, trained tokens]`.
+    pub roles: BTreeMap<&'static str, [usize; 2]>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
 }
@@ -181,6 +183,34 @@ fn runs(encoder: &Encoder, ids: &[u32], mask: &[u8]) -> Vec<(String, bool)> {
         }
     }
     out
+}
+
+/// Tokens and trained tokens per role; empty when roles cannot be told apart.
+fn role_counts(
+    encoder: &Encoder,
+    raw: &RawRecord,
+    format: Option<Format>,
+    encoded: &Encoded,
+) -> BTreeMap<&'static str, [usize; 2]> {
+    let conversation = raw
+        .text
+        .as_ref()
+        .ok()
+        .and_then(|t| crate::schema::parse_json(t).ok())
+        .and_then(|r| crate::schema::to_conversation(format.or_else(|| Format::detect(&r))?, &r).ok());
+    let roles = conversation
+        .and_then(|c| encoder.token_roles(&c).ok())
+        .unwrap_or_default();
+    let mut counts: BTreeMap<&'static str, [usize; 2]> = BTreeMap::new();
+    if roles.len() < encoded.ids.len() {
+        return counts;
+    }
+    for (role, &trained) in roles.iter().zip(&encoded.mask) {
+        let entry = counts.entry(role).or_default();
+        entry[0] += 1;
+        entry[1] += usize::from(trained);
+    }
+    counts
 }
 
 /// The first `n` records of the inputs, encoded (or with their problems).
@@ -206,6 +236,7 @@ pub fn samples(config: &JobConfig, n: usize) -> Result<Vec<Sample>> {
                 tokens: 0,
                 trained_tokens: 0,
                 runs: Vec::new(),
+                roles: BTreeMap::new(),
                 problems: Vec::new(),
             };
             match process(&raw, format, &encoder) {
@@ -213,6 +244,7 @@ pub fn samples(config: &JobConfig, n: usize) -> Result<Vec<Sample>> {
                     sample.tokens = e.ids.len();
                     sample.trained_tokens = e.trained_tokens();
                     sample.runs = runs(&encoder, &e.ids, &e.mask);
+                    sample.roles = role_counts(&encoder, &raw, format, &e);
                 }
                 Outcome::Rejected(problems) => sample.problems = problems,
                 Outcome::Dropped(problem) => sample.problems = vec![problem],

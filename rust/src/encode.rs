@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Problem, Result};
-use crate::mask::{render_jinja, token_mask, TemplateTraits};
-use crate::schema::Conversation;
+use crate::mask::{render_jinja, token_mask, turn_spans, TemplateTraits};
+use crate::schema::{Conversation, Role};
 use crate::template::{BuiltinTemplate, ChatTemplate};
 use crate::tokenize::{Flavor, TokenizerBundle};
 
@@ -158,6 +158,50 @@ impl Encoder {
             );
         }
         Outcome::Encoded(encoded)
+    }
+
+    /// Who each token of `encode_full`'s ids belongs to: a role, or "template" for tokens the
+    /// template adds between turns. For display (`sftpack inspect`), not for training.
+    pub fn token_roles(&self, conversation: &Conversation) -> std::result::Result<Vec<&'static str>, Problem> {
+        match &self.template {
+            ChatTemplate::Jinja { template, .. } => {
+                let traits = self
+                    .traits
+                    .as_ref()
+                    .ok_or_else(|| Problem::new("template_error", "", "no traits"))?;
+                let (text, spans) = turn_spans(template, traits, conversation, &self.options.template_kwargs)?;
+                let tokens = self.tokenizer.encode(Flavor::Transformers, &text, &[], true)?;
+                let role_at = |start: usize| {
+                    spans
+                        .iter()
+                        .zip(&conversation.messages)
+                        .find(|(span, _)| span.as_ref().is_some_and(|r| r.contains(&start)))
+                        .map_or("template", |(_, m)| m.role.as_str())
+                };
+                Ok(tokens.starts.iter().map(|&s| role_at(s)).collect())
+            }
+            ChatTemplate::Builtin(t) => {
+                let mut roles = Vec::new();
+                let count = |text: &str| {
+                    self.tokenizer
+                        .encode(Flavor::AsFile, text, &[], false)
+                        .map(|t| t.ids.len())
+                };
+                let mut needs_bos = true;
+                for seg in t.segments(conversation)? {
+                    let bos = if needs_bos { self.bos.len() } else { 0 };
+                    roles.extend(std::iter::repeat_n("template", bos));
+                    roles.extend(std::iter::repeat_n(Role::User.as_str(), count(&seg.input)?));
+                    let eos = if seg.need_eos { self.eos.len() } else { 0 };
+                    roles.extend(std::iter::repeat_n(Role::Assistant.as_str(), count(&seg.output)? + eos));
+                    needs_bos = seg.need_eos;
+                    if !seg.sep.is_empty() {
+                        roles.extend(std::iter::repeat_n("template", count(&seg.sep)?));
+                    }
+                }
+                Ok(roles)
+            }
+        }
     }
 
     fn encode_xtuner(

@@ -179,6 +179,42 @@ pub fn render_jinja(
     Ok(Rendered { text, trained, content })
 }
 
+/// A message's whole turn in the rendering, if the template renders it prefix-stably.
+pub type TurnSpan = Option<Range<usize>>;
+
+/// The full rendering and, per message, the bytes of its whole turn (header included) where the
+/// template is prefix-stable for it; for `sftpack inspect`'s tokens-per-role counts.
+pub fn turn_spans(
+    template: &JinjaTemplate,
+    traits: &TemplateTraits,
+    conversation: &Conversation,
+    kwargs: &Map<String, Value>,
+) -> Result<(String, Vec<TurnSpan>), Problem> {
+    let renderer = Renderer {
+        template,
+        traits,
+        messages: conversation.messages.iter().map(|m| m.to_template_value()).collect(),
+        tools: conversation.tools.as_ref(),
+        kwargs,
+    };
+    let text = renderer.render(conversation.messages.len(), false)?;
+    let prefix_end = |n: usize| {
+        let rendered = if n == 0 {
+            Ok(String::new())
+        } else {
+            renderer.render_closed(n)
+        };
+        rendered.ok().filter(|r| text.starts_with(r.as_str())).map(|r| r.len())
+    };
+    let spans = (0..conversation.messages.len())
+        .map(|i| match (prefix_end(i), prefix_end(i + 1)) {
+            (Some(s), Some(e)) if e > s => Some(s..e),
+            _ => None,
+        })
+        .collect();
+    Ok((text, spans))
+}
+
 /// Fallback for templates that are not prefix-stable: the span starts at `from` (the end of the
 /// generation prompt when known) or at the message's (trimmed) content, and ends after the first
 /// end-of-turn token that follows the content (or at the content's end).

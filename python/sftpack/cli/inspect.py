@@ -44,4 +44,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{header}: {sample['tokens']:,} tokens, {sample['trained_tokens']:,} trained, "
               f"{untrained:,} not trained")
         print(render_runs([(t, bool(m)) for t, m in sample["runs"]], color))
+        if sample.get("roles"):
+            roles = sample["roles"].items()
+            per_role = ", ".join(f"{role} {n:,} ({trained:,} trained)" for role, (n, trained) in roles)
+            print(f"   tokens per role: {per_role}")
     return 0
