@@ -11,7 +11,7 @@ cargo fmt --all --check
 cargo clippy --all-targets --features python --locked -- -D warnings
 
 echo "== ruff / mypy"
-python3 -m ruff check python tests scripts benches
+python3 -m ruff check python tests scripts benches examples
 python3 -m mypy
 
 echo "== cargo test"
