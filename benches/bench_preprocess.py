@@ -143,6 +143,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of sftpack and of the floor, alternated; the fastest of each counts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--save-rendered", type=Path, help="keep the rendered texts (for benches/engine_v1)")
     args = parser.parse_args()
     if not SHARED.exists():
         print(f"benchmark skipped: {SHARED} is not available")
@@ -156,6 +157,8 @@ def main() -> int:
         mb = data.stat().st_size / 1e6
 
         rendered_texts(tok, data, work / "rendered.json")
+        if args.save_rendered:
+            shutil.copy(work / "rendered.json", args.save_rendered)
         runs, floors = [], []
         for _ in range(args.repeat):  # alternated, so load on the shared machine hits both alike
             runs.append(run_sftpack(data, tok, work / "pack4096", args.threads, 4096))
