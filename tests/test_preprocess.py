@@ -98,6 +98,11 @@ def test_output_is_identical_for_any_thread_count(tmp_path: Path) -> None:
     assert len(outputs[0][0]) >= 2
 
 
+def test_packing_without_a_row_length_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="max_length"):
+        preprocess([dataset(tmp_path, 50)], DEMO, tmp_path / "out")
+
+
 def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path: Path) -> None:
     data, out = dataset(tmp_path, 50), tmp_path / "out"
     assert preprocess([data], DEMO, out, max_length=256)["status"] == "done"

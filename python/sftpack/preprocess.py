@@ -9,6 +9,7 @@ from typing import Any
 
 from . import _core
 from .encoding import PathLike
+from .errors import ConfigError
 from .jobs import job_config
 
 Progress = dict[str, Any]
@@ -47,6 +48,8 @@ def preprocess(
     Returns:
         ``{"status": "done" | "resumed" | "up to date", "out": ..., "manifest": {...}}``.
     """
+    if pack and options.get("max_length") is None:
+        raise ConfigError("packing needs max_length (the row length)\nhint: pass max_length=4096, or pack=False")
     config = {
         "job": json.loads(job_config(inputs, tokenizer, **options)),
         "out": os.fspath(out),
