@@ -110,7 +110,23 @@ struct Renderer<'a> {
     kwargs: &'a Map<String, Value>,
 }
 
-impl Renderer<'_> {
+impl<'a> Renderer<'a> {
+    fn new(
+        template: &'a JinjaTemplate,
+        traits: &'a TemplateTraits,
+        conversation: &'a Conversation,
+        kwargs: &'a Map<String, Value>,
+    ) -> Self {
+        let messages = conversation.messages.iter().map(|m| m.to_template_value()).collect();
+        Renderer {
+            template,
+            traits,
+            messages,
+            tools: conversation.tools.as_ref(),
+            kwargs,
+        }
+    }
+
     fn render(&self, n: usize, generation_prompt: bool) -> Result<String, Problem> {
         self.template
             .render(&self.messages[..n], self.tools, generation_prompt, self.kwargs)
@@ -135,13 +151,7 @@ pub fn render_jinja(
     conversation: &Conversation,
     kwargs: &Map<String, Value>,
 ) -> Result<Rendered, Problem> {
-    let renderer = Renderer {
-        template,
-        traits,
-        messages: conversation.messages.iter().map(|m| m.to_template_value()).collect(),
-        tools: conversation.tools.as_ref(),
-        kwargs,
-    };
+    let renderer = Renderer::new(template, traits, conversation, kwargs);
     let count = conversation.messages.len();
     let text = renderer.render(count, false)?;
     let mut trained = Vec::new();
@@ -190,13 +200,7 @@ pub fn turn_spans(
     conversation: &Conversation,
     kwargs: &Map<String, Value>,
 ) -> Result<(String, Vec<TurnSpan>), Problem> {
-    let renderer = Renderer {
-        template,
-        traits,
-        messages: conversation.messages.iter().map(|m| m.to_template_value()).collect(),
-        tools: conversation.tools.as_ref(),
-        kwargs,
-    };
+    let renderer = Renderer::new(template, traits, conversation, kwargs);
     let text = renderer.render(conversation.messages.len(), false)?;
     let prefix_end = |n: usize| {
         let rendered = if n == 0 {
