@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from sftpack import ConfigError, PackDataset  # noqa: E402
-from sftpack.data import collate_padded, sum_token_loss  # noqa: E402
+from sftpack.data import collate_padded, collate_padding_free, sum_token_loss  # noqa: E402
 from sftpack.preprocess import preprocess  # noqa: E402
 from sftpack.quickstart import make_base_model, write_data  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
@@ -72,16 +72,24 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(setup: dict[str, Path
     assert losses(split) == pytest.approx(losses(whole), abs=1e-6)
 
 
-def test_packed_loss_and_gradients_equal_unpacked(setup: dict[str, Path]) -> None:
+def packed_batch(row: dict[str, Any], shape: str) -> dict[str, Any]:
+    if shape == "padding_free":
+        return collate_padding_free([row], "pt")
+    return collate_padded([row], document_mask=True, return_tensors="pt")
+
+
+@pytest.mark.parametrize(("attention", "shape"), [("sdpa", "padded"), ("sdpa", "padding_free"),
+                                                  ("eager", "padding_free")])
+def test_packed_loss_and_gradients_equal_unpacked(setup: dict[str, Path], attention: str, shape: str) -> None:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(setup["base"]), attn_implementation="sdpa", dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(setup["base"]), attn_implementation=attention,
+                                                 dtype=torch.float32)
     ds = PackDataset(setup["pack"])
     row = next(ds[i] for i in range(len(ds)) if len(ds[i]["cu_seqlens"]) > 3)
 
-    batch = collate_padded([row], document_mask=True, return_tensors="pt")
-    packed = sum_token_loss(model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                                  attention_mask=batch["attention_mask"]).logits, batch["labels"])
+    batch = packed_batch(row, shape)
+    packed = sum_token_loss(model(**{k: v for k, v in batch.items() if k != "labels"}).logits, batch["labels"])
     packed.backward()
     packed_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -96,6 +104,28 @@ def test_packed_loss_and_gradients_equal_unpacked(setup: dict[str, Path]) -> Non
     assert abs(float(packed) - float(unpacked)) < 1e-5 * max(1.0, abs(float(unpacked)))
     for p, g in zip(model.parameters(), packed_grads, strict=True):
         assert (p.grad - g).abs().max() < 1e-5
+
+
+def test_chunked_loss_equals_the_loss_from_full_logits(setup: dict[str, Path]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from sftpack.train.loss import TokenLoss
+
+    model = AutoModelForCausalLM.from_pretrained(str(setup["base"]), attn_implementation="sdpa", dtype=torch.float32)
+    batch = collate_padding_free([PackDataset(setup["pack"])[i] for i in range(2)], "pt")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    results = []
+    for chunk in (0, 37):  # 0: full logits; 37 does not divide the row, so the last chunk is short
+        model.zero_grad()
+        loss_model = TokenLoss(model, chunk)
+        assert loss_model.chunked == (chunk > 0)
+        loss = loss_model(labels=batch["labels"], **inputs)
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in model.parameters()]))
+    (full, full_grads), (chunked, chunked_grads) = results
+    assert abs(full - chunked) < 1e-5 * abs(full)
+    for a, b in zip(full_grads, chunked_grads, strict=True):
+        assert (a - b).abs().max() < 1e-5
 
 
 def test_recipe_problems_are_reported_together(setup: dict[str, Path], tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Padding-free (varlen flash attention): the batch's rows are flattened into one row and the
 document boundaries travel as ``cu_seq_lens_q/k`` with ``max_length_q/k``, the keywords
-transformers' flash-attention path reads, plus ``position_ids`` restarting at every document::
+transformers' flash-attention path reads, plus ``position_ids`` restarting at every document
+(from which transformers builds the document mask for SDPA, eager and FlexAttention) and
+``use_cache=False``::
 
     rows  [a a a | b b]  [c c c c]    ->  input_ids [[a a a b b c c c c]]
                                           cu_seq_lens_q [0 3 5 9], max_length_q 4
@@ -51,6 +53,9 @@ def collate_padding_free(rows: Sequence[Row], return_tensors: str | None = None)
         "cu_seq_lens_k": cu,
         "max_length_q": longest,
         "max_length_k": longest,
+        # A KV cache turns off transformers' packed-sequence detection from position_ids, and
+        # SDPA/FlexAttention would then let documents see each other.
+        "use_cache": False,
     }
     return _tensors(batch, return_tensors)
 

@@ -2,14 +2,15 @@
 
 A recipe has sections (all keys optional except ``model.path``, ``data.pack``, ``output.dir``)::
 
-    model:   {path, dtype: float32|bfloat16|float16, attention: auto|sdpa|eager|flash_attention_2,
-              gradient_checkpointing}
+    model:   {path, dtype: float32|bfloat16|float16, attention: auto|varlen|flash_attention_2|flex_attention|sdpa|eager,
+              gradient_checkpointing, loss_chunk_tokens: logits computed this many tokens at a time, 0 = all}
     method:  {name: full|lora|qlora, lora_r, lora_alpha, lora_dropout, target_modules,
               quant_type: nf4|fp4, double_quant, compute_dtype}
     data:    {pack, batch_size | max_tokens, seed}
     optim:   {lr, weight_decay, betas, warmup_steps, scheduler: cosine|linear|constant, epochs,
               max_steps, grad_accum, max_grad_norm}
-    output:  {dir, log_every, save_every, sample_every, sample_prompts, sample_max_new_tokens}
+    output:  {dir, log_every, save_every, sample_every, sample_prompts, sample_max_new_tokens,
+              report_to: auto | [tensorboard, wandb] | []}
     seed: 0
 
 Command-line overrides use dotted keys: ``sftpack train r.yaml optim.lr=1e-4 data.batch_size=8``.
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .attention import CHOICES as ATTENTION_CHOICES
+from .reporting import REPORTERS
 
 
 @dataclass
@@ -33,6 +36,7 @@ class ModelConfig:
     dtype: str = "float32"
     attention: str = "auto"
     gradient_checkpointing: bool = False
+    loss_chunk_tokens: int = 2048
 
 
 @dataclass
@@ -76,6 +80,7 @@ class OutputConfig:
     sample_every: int | None = None
     sample_prompts: list[str] = field(default_factory=list)
     sample_max_new_tokens: int = 64
+    report_to: list[str] | str = "auto"
 
 
 @dataclass
@@ -93,7 +98,7 @@ class TrainConfig:
 
 CHOICES = {
     ("model", "dtype"): {"float32", "bfloat16", "float16"},
-    ("model", "attention"): {"auto", "sdpa", "eager", "flash_attention_2"},
+    ("model", "attention"): ATTENTION_CHOICES,
     ("method", "name"): {"full", "lora", "qlora"},
     ("method", "quant_type"): {"nf4", "fp4"},
     ("method", "compute_dtype"): {"float32", "bfloat16", "float16"},
@@ -156,6 +161,10 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
     for section, name in (("model", "path"), ("data", "pack"), ("output", "dir")):
         if not getattr(getattr(config, section), name):
             problems.append(f"{section}.{name}: required")
+    report_to = config.output.report_to
+    unknown = ({report_to} if isinstance(report_to, str) else set(report_to)) - REPORTERS - {"auto"}
+    if unknown:
+        problems.append(f"output.report_to: unknown {sorted(unknown)} (auto, or a list of {sorted(REPORTERS)})")
     if (config.data.batch_size is None) == (config.data.max_tokens is None):
         problems.append("data: give exactly one of batch_size or max_tokens")
 

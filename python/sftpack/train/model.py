@@ -10,26 +10,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from .attention import transformers_name
 from .config import TrainConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def choose_attention(requested: str) -> str:
-    """auto: flash-attention varlen where it runs (CUDA + flash-attn), else SDPA with
-    block-diagonal document masks."""
-    if requested != "auto":
-        if requested == "flash_attention_2" and not torch.cuda.is_available():
-            raise ConfigError("model.attention=flash_attention_2 needs a CUDA GPU\nhint: use sdpa on the CPU")
-        return requested
-    if torch.cuda.is_available():
-        try:
-            import flash_attn  # noqa: F401, PLC0415
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
 
 
 def check_tokenizer_matches(model_dir: Path, manifest: dict[str, Any]) -> None:
@@ -65,16 +49,20 @@ def _quantization(config: TrainConfig) -> Any:
     )
 
 
-def load_model(config: TrainConfig, attention: str) -> Any:
+def load_model(config: TrainConfig, attention: str, device: torch.device) -> Any:
+    """The model on ``device`` with the method applied (4-bit weights are placed while loading)."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     path = Path(config.model.path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.path {path} is not a Hugging Face model directory (no config.json)")
-    kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": attention}
+    kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": transformers_name(attention)}
     if config.method.name == "qlora":
         kwargs["quantization_config"] = _quantization(config)
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        kwargs["device_map"] = {"": device}
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if config.method.name != "qlora":
+        model = model.to(device)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.method.name in ("lora", "qlora"):
@@ -83,12 +71,18 @@ def load_model(config: TrainConfig, attention: str) -> Any:
 
 
 def _apply_lora(model: Any, config: TrainConfig) -> Any:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training  # noqa: PLC0415
+    """LoRA adapters in fp32 over a frozen base. A 16-bit base keeps its own dtype (unlike peft's
+    prepare_model_for_kbit_training, whose fp32 norms and embeddings double activation memory);
+    the recipe runs the forward pass under autocast, and the adapters take the 16-bit inputs as
+    they are instead of copying them to fp32."""
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
 
-    if config.method.name == "qlora":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.model.gradient_checkpointing)
     lora = LoraConfig(r=config.method.lora_r, lora_alpha=config.method.lora_alpha,
                       lora_dropout=config.method.lora_dropout, target_modules=config.method.target_modules,
                       task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    if DTYPES[config.model.dtype] != torch.float32:
+        for module in model.modules():
+            if hasattr(module, "lora_A"):
+                module.cast_input_dtype_enabled = False
+    return model

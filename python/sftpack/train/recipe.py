@@ -19,10 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import PackDataset, PackLoader, collate_padded, collate_padding_free, global_trained_tokens, sum_token_loss
+from ..data import PackDataset, PackLoader, collate_padded, collate_padding_free, global_trained_tokens
 from ..errors import ConfigError
+from .attention import PADDING_FREE, choose_attention
 from .config import TrainConfig, load_config
-from .model import check_tokenizer_matches, choose_attention, load_model
+from .flops import FlopCounter, document_lengths, peak_flops
+from .loss import TokenLoss
+from .model import DTYPES, check_tokenizer_matches, load_model
+from .reporting import Reporter, resolve_reporters
 
 STATE_FILE = "trainer_state.pt"
 
@@ -64,11 +68,14 @@ class SFTRecipe:
         self.dataset = PackDataset(config.data.pack)
         check_tokenizer_matches(Path(config.model.path), self.dataset.manifest)
         self.attention = choose_attention(config.model.attention)
-        self.model = load_model(config, self.attention).to(self.device)
+        # 16-bit compute under autocast; fp16 also needs loss scaling against gradient underflow
+        self.compute_dtype = DTYPES[config.model.dtype]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.compute_dtype == torch.float16)
+        self.model = load_model(config, self.attention, self.device)
         self.model.train()
-        self.ddp_model = self.model
+        self.loss_model: Any = TokenLoss(self.model, config.model.loss_chunk_tokens)
         if self.world > 1:
-            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
+            self.loss_model = torch.nn.parallel.DistributedDataParallel(self.loss_model)
         collate = self._collate()
         self.loader = PackLoader(self.dataset, batch_size=config.data.batch_size, max_tokens=config.data.max_tokens,
                                  collate=collate, seed=config.data.seed, rank=self.rank, world_size=self.world)
@@ -86,7 +93,7 @@ class SFTRecipe:
         self._resume_if_possible()
 
     def _collate(self) -> Any:
-        if self.attention == "flash_attention_2":
+        if self.attention in PADDING_FREE:
             return lambda rows: collate_padding_free(rows, "pt")
         pad = 0
         if self.attention == "eager":
@@ -117,36 +124,47 @@ class SFTRecipe:
 
     def _forward_sum_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != "labels"}
-        logits = self.ddp_model(**inputs).logits
-        return sum_token_loss(logits, batch["labels"].to(self.device))
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+            return self.loss_model(labels=batch["labels"].to(self.device), **inputs)
 
     def train(self) -> None:
         batches = self._micro_batches()
-        metrics = (self.out / "metrics.jsonl").open("a")
-        started, self.tokens_seen = time.monotonic(), 0
+        reporter = None
+        if self.rank == 0:
+            reporter = Reporter(self.out, self.total_steps, resolve_reporters(self.config.output.report_to),
+                                self.config.to_dict(), first_step=self.step)
+        flops = FlopCounter(self.model)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # training's peak, not loading's
+        started, self.tokens_seen, self.flops_done = time.monotonic(), 0, 0.0
+        first_step = self.step
         while self.step < self.total_steps:
             micro = [next(batches) for _ in range(self.config.optim.grad_accum)]
             trained = global_trained_tokens(micro)
             loss_sum = 0.0
             for batch in micro:
                 loss = self._forward_sum_loss(batch)
-                (loss * self.world / max(trained, 1)).backward()
+                self.scaler.scale(loss * self.world / max(trained, 1)).backward()
                 loss_sum += float(loss.detach())
                 self.tokens_seen += real_tokens(batch)
+                self.flops_done += flops.step(document_lengths(batch))
+            self.scaler.unscale_(self.optimizer)
             if self.config.optim.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             loss_value = self._global_mean(loss_sum, trained)
-            if self.step % self.config.output.log_every == 0 or self.step == self.total_steps:
-                self._log(metrics, loss_value, trained, started)
+            if reporter and (self.step % self.config.output.log_every == 0 or self.step == self.total_steps):
+                self._log(reporter, loss_value, trained, started, self.step - first_step)
             if self.config.output.save_every and self.step % self.config.output.save_every == 0:
                 self.save_checkpoint()
             if self.config.output.sample_every and self.step % self.config.output.sample_every == 0:
                 self._sample()
-        metrics.close()
+        if reporter:
+            reporter.close()
 
     def _global_mean(self, local_sum: float, trained: int) -> float:
         total = torch.tensor([local_sum], dtype=torch.float64)
@@ -154,18 +172,20 @@ class SFTRecipe:
             torch.distributed.all_reduce(total)
         return float(total.item()) / max(trained, 1)
 
-    def _log(self, metrics: Any, loss: float, trained: int, started: float) -> None:
-        if self.rank != 0:
-            return
+    def _log(self, reporter: Reporter, loss: float, trained: int, started: float, steps_done: int) -> None:
         elapsed = time.monotonic() - started
-        record = {"step": self.step, "loss": round(loss, 6), "lr": self.scheduler.get_last_lr()[0],
-                  "trained_tokens": trained, "epoch": self.loader.epoch, "elapsed_s": round(elapsed, 2)}
-        record["tokens_per_s"] = round(self.tokens_seen * self.world / max(elapsed, 1e-9), 1)
-        metrics.write(json.dumps(record) + "\n")
-        metrics.flush()
-        remaining = elapsed / self.step * (self.total_steps - self.step) if self.step else 0.0
-        print(f"step {self.step}/{self.total_steps}  loss {loss:.4f}  lr {record['lr']:.2e}  "
-              f"{record['tokens_per_s']:,.0f} tokens/s  ETA {remaining:.0f}s", flush=True)
+        record: dict[str, Any] = {
+            "step": self.step, "loss": round(loss, 6), "lr": self.scheduler.get_last_lr()[0], "trained_tokens": trained,
+            "epoch": self.loader.epoch, "elapsed_s": round(elapsed, 2),
+            "tokens": self.tokens_seen * self.world,
+            "tokens_per_s": round(self.tokens_seen * self.world / max(elapsed, 1e-9), 1)}
+        if self.device.type == "cuda":
+            record["max_memory_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        peak = peak_flops(self.device)
+        if peak:
+            record["mfu"] = round(self.flops_done / max(elapsed, 1e-9) / peak, 4)
+        eta = elapsed / steps_done * (self.total_steps - self.step) if steps_done else 0.0
+        reporter.log(record, eta)
 
     def _sample(self) -> None:
         if self.rank != 0 or not self.config.output.sample_prompts:
@@ -191,6 +211,7 @@ class SFTRecipe:
             if not final:
                 torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
+                            "scaler": self.scaler.state_dict(),
                             "torch_rng": torch.get_rng_state()}, target / STATE_FILE)
         if self.world > 1:
             torch.distributed.barrier()
@@ -213,6 +234,8 @@ class SFTRecipe:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         if self.rank == 0:
