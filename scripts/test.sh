@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install -q -r requirements-test.txt
+# DeepSpeed ships as a source package whose build imports torch: build it against the torch here.
+if python3 -c "import torch" 2>/dev/null; then
+    python3 -m pip install -q --no-build-isolation "deepspeed==0.19.8"
+fi
 
 echo "== rustfmt / clippy"
 cargo fmt --all --check

@@ -60,14 +60,18 @@ def test_chat_one_shot_with_an_adapter_uses_the_training_template(trained: dict[
     assert warned.returncode == 0 and "trained with template" in warned.stderr
 
 
-def test_a_copied_recipe_trains_as_is(trained: dict[str, Path], tmp_path: Path) -> None:
-    assert "qwen3_lora" in sftpack("configs", "list", "-p", "qwen").stdout
-    assert sftpack("configs", "copy", "qwen3_lora", str(tmp_path)).returncode == 0
-    result = sftpack("train", str(tmp_path / "qwen3_lora.yaml"), f"model.path={trained['base']}",
+@pytest.mark.parametrize(("name", "expected"), [("qwen3_8b_lora", "adapter_config.json"),
+                                              ("llama3_2_3b_full", "config.json")])
+def test_a_copied_recipe_trains_as_is(trained: dict[str, Path], tmp_path: Path, name: str, expected: str) -> None:
+    if name.endswith("_full"):
+        pytest.importorskip("deepspeed")  # full recipes shard with DeepSpeed ZeRO
+    assert name in sftpack("configs", "list", "-p", name.split("_")[0]).stdout
+    assert sftpack("configs", "copy", name, str(tmp_path)).returncode == 0
+    result = sftpack("train", str(tmp_path / f"{name}.yaml"), f"model.path={trained['base']}",
                      f"data.pack={trained['pack']}", f"output.dir={tmp_path / 'run'}", "optim.max_steps=2",
                      "optim.grad_accum=2", "model.dtype=float32", "output.sample_every=null")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
+    assert (tmp_path / "run" / "model" / expected).is_file()
 
 
 def test_template_check_flags_a_wrong_template() -> None:

@@ -15,6 +15,7 @@ from . import (
     chat,
     check,
     configs,
+    convert,
     convert_tokenizer,
     demo,
     inspect,
@@ -26,7 +27,7 @@ from . import (
     train,
 )
 
-COMMANDS = [check, inspect, preprocess, train, quickstart, configs, merge, chat, template, templates,
+COMMANDS = [check, inspect, preprocess, train, quickstart, configs, convert, merge, chat, template, templates,
             convert_tokenizer, demo]
 
 

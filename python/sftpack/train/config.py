@@ -3,7 +3,8 @@
 A recipe has sections (all keys optional except ``model.path``, ``data.pack``, ``output.dir``)::
 
     model:   {path, dtype: float32|bfloat16|float16, attention: auto|varlen|flash_attention_2|flex_attention|sdpa|eager,
-              gradient_checkpointing, loss_chunk_tokens: logits computed this many tokens at a time, 0 = all}
+              gradient_checkpointing, loss_chunk_tokens: logits computed this many tokens at a time, 0 = all,
+              trust_remote_code: run the model code shipped with the checkpoint}
     method:  {name: full|lora|qlora, lora_r, lora_alpha, lora_dropout, target_modules,
               quant_type: nf4|fp4, double_quant, compute_dtype}
     data:    {pack, batch_size | max_tokens, seed}
@@ -11,6 +12,7 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
               max_steps, grad_accum, max_grad_norm}
     output:  {dir, log_every, save_every, sample_every, sample_prompts, sample_max_new_tokens,
               report_to: auto | [tensorboard, wandb] | []}
+    distributed: {deepspeed: zero1|zero2|zero2_offload|zero3|zero3_offload|PATH.json}  (default: none)
     seed: 0
 
 Command-line overrides use dotted keys: ``sftpack train r.yaml optim.lr=1e-4 data.batch_size=8``.
@@ -37,6 +39,7 @@ class ModelConfig:
     attention: str = "auto"
     gradient_checkpointing: bool = False
     loss_chunk_tokens: int = 2048
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -84,18 +87,25 @@ class OutputConfig:
 
 
 @dataclass
+class DistributedConfig:
+    deepspeed: str | None = None
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+SECTIONS = ("model", "method", "data", "optim", "output", "distributed", "seed")
 CHOICES = {
     ("model", "dtype"): {"float32", "bfloat16", "float16"},
     ("model", "attention"): ATTENTION_CHOICES,
@@ -133,7 +143,7 @@ def _build(raw: dict[str, Any], problems: list[str]) -> TrainConfig:
             continue
         section = getattr(config, key, None)
         if section is None or not dataclasses.is_dataclass(section):
-            problems.append(f"{key}: unknown section (sections are model, method, data, optim, output, seed)")
+            problems.append(f"{key}: unknown section (sections are {', '.join(SECTIONS)})")
             continue
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping of settings, found {value!r}")

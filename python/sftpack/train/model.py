@@ -49,19 +49,21 @@ def _quantization(config: TrainConfig) -> Any:
     )
 
 
-def load_model(config: TrainConfig, attention: str, device: torch.device) -> Any:
-    """The model on ``device`` with the method applied (4-bit weights are placed while loading)."""
+def load_model(config: TrainConfig, attention: str, device: torch.device | None) -> Any:
+    """The model on ``device`` with the method applied (4-bit weights are placed while loading);
+    ``device=None`` leaves placement to DeepSpeed ZeRO-3."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     path = Path(config.model.path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.path {path} is not a Hugging Face model directory (no config.json)")
-    kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": transformers_name(attention)}
+    kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": transformers_name(attention),
+                              "trust_remote_code": config.model.trust_remote_code}
     if config.method.name == "qlora":
         kwargs["quantization_config"] = _quantization(config)
         kwargs["device_map"] = {"": device}
     model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    if config.method.name != "qlora":
+    if config.method.name != "qlora" and device is not None:
         model = model.to(device)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 
 from ..data import PackDataset, PackLoader, collate_padded, collate_padding_free, global_trained_tokens
 from ..errors import ConfigError
+from . import zero
 from .attention import PADDING_FREE, choose_attention
 from .config import TrainConfig, load_config
 from .flops import FlopCounter, document_lengths, peak_flops
@@ -40,14 +42,27 @@ def real_tokens(batch: dict[str, Any]) -> int:
     return int((diagonal == 0).sum()) if diagonal.is_floating_point() else int(diagonal.bool().sum())
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(deepspeed: bool) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
+    if deepspeed and world == 1 and not torch.distributed.is_initialized():
+        # DeepSpeed always runs a process group; one process gets a private one
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     if world > 1:
         return torch.distributed.get_rank(), world
     return 0, 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class SFTRecipe:
@@ -59,7 +74,7 @@ class SFTRecipe:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         config = self.config
-        self.rank, self.world = _distributed()
+        self.rank, self.world = _distributed(bool(config.distributed.deepspeed))
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(config.seed)
@@ -71,10 +86,15 @@ class SFTRecipe:
         # 16-bit compute under autocast; fp16 also needs loss scaling against gradient underflow
         self.compute_dtype = DTYPES[config.model.dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.compute_dtype == torch.float16)
-        self.model = load_model(config, self.attention, self.device)
+        self.ds_config = zero.load_ds_config(config, self.world) if config.distributed.deepspeed else None
+        self.engine: Any = None
+        keep_alive = zero.partition_while_loading(self.ds_config) if self.ds_config else None
+        zero3 = bool(self.ds_config and zero.is_zero3(self.ds_config))
+        self.model = load_model(config, self.attention, None if zero3 else self.device)
+        del keep_alive
         self.model.train()
         self.loss_model: Any = TokenLoss(self.model, config.model.loss_chunk_tokens)
-        if self.world > 1:
+        if self.world > 1 and not self.ds_config:
             self.loss_model = torch.nn.parallel.DistributedDataParallel(self.loss_model)
         collate = self._collate()
         self.loader = PackLoader(self.dataset, batch_size=config.data.batch_size, max_tokens=config.data.max_tokens,
@@ -85,10 +105,14 @@ class SFTRecipe:
                               f"{config.optim.grad_accum}\nhint: lower data.batch_size or optim.grad_accum")
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = config.optim.max_steps or steps_per_epoch * config.optim.epochs
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
-                                           betas=(config.optim.betas[0], config.optim.betas[1]))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        if self.ds_config:
+            self.engine, self.optimizer, self.scheduler = zero.initialize(self.loss_model, self.ds_config,
+                                                                          self._lr_factor)
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+                                               betas=(config.optim.betas[0], config.optim.betas[1]))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.out.mkdir(parents=True, exist_ok=True)
         self._resume_if_possible()
 
@@ -124,6 +148,8 @@ class SFTRecipe:
 
     def _forward_sum_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != "labels"}
+        if self.engine is not None:  # DeepSpeed casts the model to its 16-bit dtype itself
+            return self.engine(labels=batch["labels"].to(self.device), **inputs)
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
             return self.loss_model(labels=batch["labels"].to(self.device), **inputs)
 
@@ -144,17 +170,11 @@ class SFTRecipe:
             loss_sum = 0.0
             for batch in micro:
                 loss = self._forward_sum_loss(batch)
-                self.scaler.scale(loss * self.world / max(trained, 1)).backward()
+                self._backward(loss * self.world / max(trained, 1))
                 loss_sum += float(loss.detach())
                 self.tokens_seen += real_tokens(batch)
                 self.flops_done += flops.step(document_lengths(batch))
-            self.scaler.unscale_(self.optimizer)
-            if self.config.optim.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self._optimizer_step()
             self.step += 1
             loss_value = self._global_mean(loss_sum, trained)
             if reporter and (self.step % self.config.output.log_every == 0 or self.step == self.total_steps):
@@ -165,6 +185,24 @@ class SFTRecipe:
                 self._sample()
         if reporter:
             reporter.close()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.engine is not None:
+            self.engine.backward(loss, scale_wrt_gas=False)  # already divided by the global token count
+            self.engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary only
+        else:
+            self.scaler.scale(loss).backward()
+
+    def _optimizer_step(self) -> None:
+        if self.engine is not None:
+            return
+        self.scaler.unscale_(self.optimizer)
+        if self.config.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _global_mean(self, local_sum: float, trained: int) -> float:
         total = torch.tensor([local_sum], dtype=torch.float64)
@@ -200,22 +238,37 @@ class SFTRecipe:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, final: bool = False) -> Path:
+        """``model/`` (final) or ``checkpoint-N/``: a Hugging Face folder, except that under
+        DeepSpeed a checkpoint-N is DeepSpeed's sharded format (``sftpack convert`` turns it into
+        one). Either way the training record, the tokenizer and the exact-resume state go with it."""
         target = self.out / ("model" if final else f"checkpoint-{self.step}")
-        if self.rank == 0:
+        if self.engine is not None:
+            self._save_deepspeed(target, final)
+        elif self.rank == 0:
             self.model.save_pretrained(str(target))
-            self._copy_tokenizer(target)
-            meta = {"step": self.step, "pack_key": self.dataset.manifest["key"],
-                    "template": self.dataset.manifest["template"], "config": self.config.to_dict(),
-                    "method": self.config.method.name, "base_model": str(Path(self.config.model.path).resolve())}
-            (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
             if not final:
                 torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
                             "scaler": self.scaler.state_dict(),
                             "torch_rng": torch.get_rng_state()}, target / STATE_FILE)
+        if self.rank == 0:
+            self._copy_tokenizer(target)
+            meta = {"step": self.step, "pack_key": self.dataset.manifest["key"],
+                    "template": self.dataset.manifest["template"], "config": self.config.to_dict(),
+                    "method": self.config.method.name, "base_model": str(Path(self.config.model.path).resolve()),
+                    "format": "deepspeed" if self.engine is not None and not final else "huggingface"}
+            (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
         if self.world > 1:
             torch.distributed.barrier()
         return target
+
+    def _save_deepspeed(self, target: Path, final: bool) -> None:
+        if final:
+            zero.save_hf(self.engine, self.model, target, self.rank, full=self.config.method.name == "full")
+        else:
+            self.engine.save_checkpoint(str(target), tag=f"global_step{self.step}",
+                                        client_state={"step": self.step, "loader": self.loader.state_dict(),
+                                                      "torch_rng": torch.get_rng_state()})
 
     def _copy_tokenizer(self, target: Path) -> None:
         source = Path(self.config.model.path)
@@ -224,18 +277,22 @@ class SFTRecipe:
                 shutil.copy(source / name, target / name)
 
     def _resume_if_possible(self) -> None:
+        marker = "latest" if self.engine is not None else STATE_FILE
         checkpoints = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        checkpoints = [c for c in checkpoints if (c / STATE_FILE).is_file()]
+        checkpoints = [c for c in checkpoints if (c / marker).is_file()]
         if not checkpoints:
             return
         latest = checkpoints[-1]
-        state = torch.load(latest / STATE_FILE, weights_only=False)
-        self._load_weights(latest)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.engine is not None:
+            _, state = self.engine.load_checkpoint(str(latest))
+        else:
+            state = torch.load(latest / STATE_FILE, weights_only=False)
+            self._load_weights(latest)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
         self.loader.load_state_dict(state["loader"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         if self.rank == 0:
@@ -254,7 +311,8 @@ class SFTRecipe:
             set_peft_model_state_dict(self.model, load_file(str(checkpoint / "adapter_model.safetensors")))
 
     def cleanup(self) -> None:
-        if self.world > 1 and torch.distributed.is_initialized():
+        # a one-process DeepSpeed group stays: DeepSpeed caches it for the next run in this process
+        if getattr(self, "world", 1) > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
@@ -263,8 +321,8 @@ def train(config: TrainConfig | str | Path, overrides: list[str] | None = None) 
     if not isinstance(config, TrainConfig):
         config = load_config(config, overrides)
     recipe = SFTRecipe(config)
-    recipe.setup()
     try:
+        recipe.setup()
         recipe.train()
         return recipe.save_checkpoint(final=True)
     finally:
