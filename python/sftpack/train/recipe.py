@@ -42,6 +42,10 @@ def real_tokens(batch: dict[str, Any]) -> int:
     return int((diagonal == 0).sum()) if diagonal.is_floating_point() else int(diagonal.bool().sum())
 
 
+# Token counts are all-reduced as CPU tensors, so GPU runs need gloo beside NCCL.
+BACKEND = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
 def _distributed(deepspeed: bool) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     if deepspeed and world == 1 and not torch.distributed.is_initialized():
@@ -50,10 +54,9 @@ def _distributed(deepspeed: bool) -> tuple[int, int]:
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("LOCAL_RANK", "0")
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
+        torch.distributed.init_process_group(BACKEND, rank=0, world_size=1)
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(BACKEND)
     if world > 1:
         return torch.distributed.get_rank(), world
     return 0, 1
