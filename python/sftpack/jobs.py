@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import _core
@@ -34,12 +37,26 @@ def job_config(
 
 def check(inputs: Sequence[PathLike], tokenizer: PathLike, **options: Any) -> CheckReport:
     """Validates and encodes every record; returns counts, problems by kind with examples,
-    token length percentiles and the trained-token share. See ``sftpack check --help``."""
-    report: CheckReport = json.loads(_core.check(job_config(inputs, tokenizer, **options)))
+    token length percentiles and the trained-token share. See ``sftpack check --help``.
+    ``map_fn`` maps records first (see :mod:`sftpack.mapping`)."""
+    with _mapped(inputs, options.pop("map_fn", None)) as files:
+        report: CheckReport = json.loads(_core.check(job_config(files, tokenizer, **options)))
     return report
 
 
 def samples(inputs: Sequence[PathLike], tokenizer: PathLike, n: int, **options: Any) -> list[dict[str, Any]]:
     """The first ``n`` records encoded, as runs of (text, trained) for display."""
-    out: list[dict[str, Any]] = json.loads(_core.samples(job_config(inputs, tokenizer, **options), n))
+    with _mapped(inputs, options.pop("map_fn", None)) as files:
+        out: list[dict[str, Any]] = json.loads(_core.samples(job_config(files, tokenizer, **options), n))
     return out
+
+
+@contextlib.contextmanager
+def _mapped(inputs: Sequence[PathLike], map_fn: str | None) -> Iterator[Sequence[PathLike]]:
+    if not map_fn:
+        yield inputs
+        return
+    from .mapping import map_inputs  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="sftpack-mapped-") as work:
+        yield map_inputs(inputs, map_fn, Path(work))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import _core
 from .encoding import PathLike
 from .errors import ConfigError
 from .jobs import job_config
+from .mapping import map_inputs
 
 Progress = dict[str, Any]
 
@@ -43,13 +45,19 @@ def preprocess(
         overwrite: replace an output made from other inputs or settings.
         progress: called every ``progress_interval_ms`` with records, tokens, bytes_read,
             bytes_total and rows; an exception raised there stops the run (it can be resumed).
-        **options: template, format, max_length, overlong, threads, template_kwargs.
+        **options: template, format, max_length, overlong, threads, template_kwargs, and map_fn:
+            a map function spec (see :mod:`sftpack.mapping`) applied in a streaming pre-pass whose
+            output, one JSONL per input file, stays in ``<out>-mapped/``.
 
     Returns:
         ``{"status": "done" | "resumed" | "up to date", "out": ..., "manifest": {...}}``.
     """
     if pack and options.get("max_length") is None:
         raise ConfigError("packing needs max_length (the row length)\nhint: pass max_length=4096, or pack=False")
+    map_fn = options.pop("map_fn", None)
+    if map_fn:
+        target = Path(out)
+        inputs = map_inputs(inputs, map_fn, target.parent / f"{target.name}-mapped")
     config = {
         "job": json.loads(job_config(inputs, tokenizer, **options)),
         "out": os.fspath(out),

@@ -67,6 +67,9 @@ pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Ou
         Ok(r) => r,
         Err(p) => return Outcome::Rejected(vec![p]),
     };
+    if let Some(problem) = schema::map_error(&record) {
+        return Outcome::Rejected(vec![problem]);
+    }
     let Some(format) = format.or_else(|| Format::detect(&record)) else {
         let keys: Vec<&str> = record.keys().map(String::as_str).collect();
         return Outcome::Rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))

@@ -28,6 +28,9 @@ def add_engine_arguments(
     parser.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
     parser.add_argument("--template-kwargs", metavar="JSON", type=json.loads, default=None,
                         help='extra template variables, e.g. \'{"enable_thinking": false}\'')
+    parser.add_argument("--map-fn", metavar="SPEC",
+                        help="map records of another shape first: module:function, file.py:function, or a "
+                             "built-in (openorca, alpaca_zh, prompt_completion, query_response)")
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,6 +41,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "overlong": args.overlong,
         "threads": args.threads,
         "template_kwargs": args.template_kwargs,
+        "map_fn": args.map_fn,
     }
 
 

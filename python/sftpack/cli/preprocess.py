@@ -18,7 +18,7 @@ DEFAULT_MAX_LENGTH = 4096
 # Settings a YAML config may hold (the flags' names, with - or _).
 CONFIG_KEYS = {
     "data", "tokenizer", "out", "template", "format", "max_length", "overlong", "threads",
-    "template_kwargs", "pack", "seed", "window", "shard_size_mb", "overwrite",
+    "template_kwargs", "pack", "seed", "window", "shard_size_mb", "overwrite", "map_fn",
 }
 
 
