@@ -18,6 +18,7 @@ tokens only and are measured after the warm-up steps; MFU counts useful model FL
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import sys
@@ -115,6 +116,7 @@ def run_one(work: Path, method: str, layout: str, arch: str, steps: int, warmup:
     train(load_config(raw=raw))
     result = {"arch": arch, "method": method, "layout": layout, "gradient_checkpointing": gradient_checkpointing,
               "wall_s": round(time.monotonic() - started, 1), **steady_state(out / "metrics.jsonl", warmup)}
+    gc.collect()  # the finished run's model sits in reference cycles: free it before the next run measures memory
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
