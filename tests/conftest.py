@@ -17,6 +17,22 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO = REPO / "python" / "sftpack" / "assets" / "demo"
 
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The quick start's chat task (400 conversations), its tiny random-init Llama model and a
+    pack of it (rows of 256 tokens): what the training tests train on. Needs torch."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from sftpack.preprocess import preprocess
+    from sftpack.quickstart import make_base_model, write_data
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_data(root / "chat.jsonl", count=400)
+    make_base_model(root / "base")
+    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
+    return {"root": root, "data": root / "chat.jsonl", "base": root / "base", "pack": root / "pack"}
+
+
 # Tokenizers with a Jinja chat template in shared/data.
 JINJA_TOKENIZERS = ["qwen3", "llama3", "phi-3-mini", "gemma3", "deepseek-v3"]
 

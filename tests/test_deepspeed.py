@@ -16,18 +16,12 @@ pytest.importorskip("deepspeed")
 
 from sftpack import ConfigError  # noqa: E402
 from sftpack.cli import main  # noqa: E402
-from sftpack.preprocess import preprocess  # noqa: E402
-from sftpack.quickstart import make_base_model, write_data  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("zero")
-    write_data(root / "chat.jsonl", count=200)
-    make_base_model(root / "base")
-    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
-    return {"base": root / "base", "pack": root / "pack"}
+@pytest.fixture
+def setup(tiny_setup: dict[str, Path]) -> dict[str, Path]:
+    return tiny_setup
 
 
 def recipe(setup: dict[str, Path], out: Path, zero: str | None, method: str = "full", steps: int = 4,

@@ -14,17 +14,11 @@ from .conftest import REPO
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from sftpack.preprocess import preprocess  # noqa: E402
-from sftpack.quickstart import make_base_model, write_data  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def pack_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("examples")
-    write_data(root / "chat.jsonl", count=200)
-    make_base_model(root / "base")
-    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
-    return root / "pack", root / "base"
+@pytest.fixture
+def pack_and_model(tiny_setup: dict[str, Path]) -> tuple[Path, Path]:
+    return tiny_setup["pack"], tiny_setup["base"]
 
 
 def test_custom_loop_trains_and_reports_loader_state(pack_and_model: tuple[Path, Path]) -> None:

@@ -16,19 +16,13 @@ if not torch.cuda.is_available():
 
 from sftpack import PackDataset  # noqa: E402
 from sftpack.data import collate_padding_free, sum_token_loss  # noqa: E402
-from sftpack.preprocess import preprocess  # noqa: E402
-from sftpack.quickstart import make_base_model, write_data  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 from sftpack.train.attention import flash_attn_available, torch_varlen_available, transformers_name  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("gpu")
-    write_data(root / "chat.jsonl", count=400)
-    make_base_model(root / "base")
-    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
-    return {"base": root / "base", "pack": root / "pack", "root": root}
+@pytest.fixture
+def setup(tiny_setup: dict[str, Path]) -> dict[str, Path]:
+    return tiny_setup
 
 
 def loss_and_grads(model: Any, batch: dict[str, Any]) -> tuple[float, list[Any]]:

@@ -11,8 +11,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from sftpack.preprocess import preprocess  # noqa: E402
-from sftpack.quickstart import make_base_model, write_data  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 
 from .conftest import DEMO  # noqa: E402
@@ -23,16 +21,13 @@ def sftpack(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def trained(tiny_setup: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lifecycle")
-    write_data(root / "chat.jsonl", count=300)
-    make_base_model(root / "base")
-    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
-    raw = {"model": {"path": str(root / "base"), "attention": "sdpa"}, "method": {"name": "lora", "lora_r": 8},
-           "data": {"pack": str(root / "pack"), "batch_size": 2},
+    raw = {"model": {"path": str(tiny_setup["base"]), "attention": "sdpa"}, "method": {"name": "lora", "lora_r": 8},
+           "data": {"pack": str(tiny_setup["pack"]), "batch_size": 2},
            "optim": {"lr": 2e-2, "max_steps": 6, "scheduler": "constant"}, "output": {"dir": str(root / "run")}}
     adapter = train(load_config(raw=raw))
-    return {"root": root, "base": root / "base", "pack": root / "pack", "adapter": adapter}
+    return {"root": root, "base": tiny_setup["base"], "pack": tiny_setup["pack"], "adapter": adapter}
 
 
 def test_merged_model_logits_equal_base_plus_adapter(trained: dict[str, Path]) -> None:

@@ -18,18 +18,12 @@ pytest.importorskip("peft")
 
 from sftpack import ConfigError, PackDataset  # noqa: E402
 from sftpack.data import collate_padded, collate_padding_free, sum_token_loss  # noqa: E402
-from sftpack.preprocess import preprocess  # noqa: E402
-from sftpack.quickstart import make_base_model, write_data  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("train")
-    write_data(root / "chat.jsonl", count=400)
-    make_base_model(root / "base")
-    preprocess([root / "chat.jsonl"], root / "base", root / "pack", max_length=256)
-    return {"root": root, "base": root / "base", "pack": root / "pack"}
+@pytest.fixture
+def setup(tiny_setup: dict[str, Path]) -> dict[str, Path]:
+    return tiny_setup
 
 
 def settings(setup: dict[str, Path], out: Path, **changes: Any) -> dict[str, Any]:

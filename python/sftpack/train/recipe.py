@@ -12,7 +12,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -48,24 +47,20 @@ BACKEND = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 def _distributed(deepspeed: bool) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
-    if deepspeed and world == 1 and not torch.distributed.is_initialized():
-        # DeepSpeed always runs a process group; one process gets a private one
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        torch.distributed.init_process_group(BACKEND, rank=0, world_size=1)
+    if deepspeed and world == 1:
+        # DeepSpeed always runs a process group; one process gets a private, in-memory one (no
+        # port) that stays for later runs. DeepSpeed insists on LOCAL_RANK; train() restores the
+        # environment afterwards.
+        for name in ("LOCAL_RANK", "RANK"):
+            os.environ.setdefault(name, "0")
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(BACKEND, store=torch.distributed.HashStore(),  # type: ignore[attr-defined]
+                                                 rank=0, world_size=1)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(BACKEND)
     if world > 1:
         return torch.distributed.get_rank(), world
     return 0, 1
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class SFTRecipe:
@@ -324,9 +319,14 @@ def train(config: TrainConfig | str | Path, overrides: list[str] | None = None) 
     if not isinstance(config, TrainConfig):
         config = load_config(config, overrides)
     recipe = SFTRecipe(config)
+    environment = dict(os.environ)
     try:
         recipe.setup()
         recipe.train()
         return recipe.save_checkpoint(final=True)
     finally:
         recipe.cleanup()
+        # DeepSpeed exports RANK, MASTER_PORT, ... for itself; processes started later from this
+        # one (a notebook's next run, a test's subprocess) must not think they joined that group
+        os.environ.clear()
+        os.environ.update(environment)
