@@ -119,7 +119,7 @@ def test_chunked_loss_equals_the_loss_from_full_logits(setup: dict[str, Path]) -
     (full, full_grads), (chunked, chunked_grads) = results
     assert abs(full - chunked) < 1e-5 * abs(full)
     for a, b in zip(full_grads, chunked_grads, strict=True):
-        assert (a - b).abs().max() < 1e-5
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)  # only the summation order differs
 
 
 def test_recipe_problems_are_reported_together(setup: dict[str, Path], tmp_path: Path) -> None:
