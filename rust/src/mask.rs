@@ -132,6 +132,34 @@ impl<'a> Renderer<'a> {
             .render(&self.messages[..n], self.tools, generation_prompt, self.kwargs)
     }
 
+    /// Whether the template leaves message `i` out of the whole rendering `text` (Mistral v2
+    /// drops tool calls before the last user turn): changing what the message says changes
+    /// nothing. Such a message has no tokens to train.
+    fn leaves_out(&self, i: usize, text: &str) -> bool {
+        const PROBE: &str = "\u{E000}sftpack-probe\u{E000}";
+        let mut messages = self.messages.clone();
+        let Some(Value::Object(message)) = messages.get_mut(i) else {
+            return false;
+        };
+        if message
+            .get("content")
+            .and_then(Value::as_str)
+            .is_some_and(|c| !c.is_empty())
+        {
+            message.insert("content".into(), Value::String(PROBE.into()));
+        }
+        if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
+            for call in calls {
+                if let Some(Value::Object(function)) = call.get_mut("function") {
+                    function.insert("name".into(), Value::String(PROBE.into()));
+                }
+            }
+        }
+        self.template
+            .render(&messages, self.tools, false, self.kwargs)
+            .is_ok_and(|probed| probed == text)
+    }
+
     /// render(messages[:n]) without the unconditional assistant header.
     fn render_closed(&self, n: usize) -> Result<String, Problem> {
         let mut text = self.render(n, false)?;
@@ -152,8 +180,24 @@ pub fn render_jinja(
     kwargs: &Map<String, Value>,
 ) -> Result<Rendered, Problem> {
     let renderer = Renderer::new(template, traits, conversation, kwargs);
-    let count = conversation.messages.len();
-    let text = renderer.render(count, false)?;
+    let text = renderer.render(conversation.messages.len(), false)?;
+    let trained = match trained_spans(&renderer, &text, conversation, traits) {
+        Ok(trained) => trained,
+        Err(problem) => {
+            spans_around_tools_block(template, traits, tokenizer, conversation, kwargs, &text).ok_or(problem)?
+        }
+    };
+    let content = content_ranges(&text, conversation, tokenizer);
+    Ok(Rendered { text, trained, content })
+}
+
+/// Each trained message's span: by the prefix rule, else located in the full rendering.
+fn trained_spans(
+    renderer: &Renderer<'_>,
+    text: &str,
+    conversation: &Conversation,
+    traits: &TemplateTraits,
+) -> Result<Vec<Range<usize>>, Problem> {
     let mut trained = Vec::new();
     let mut cursor = 0;
     for (i, message) in conversation.messages.iter().enumerate() {
@@ -172,10 +216,11 @@ pub fn render_jinja(
             .map(|upto| upto.trim_end().len());
         let span = match (start, end) {
             (Some(s), Some(e)) if e > s => s..e,
-            _ => match locate(&text, message.text(), start, cursor, traits)
-                .or_else(|| shared_prefix_span(&renderer, &text, i, start?))
+            _ => match locate(text, message.text(), start, cursor, traits)
+                .or_else(|| shared_prefix_span(renderer, text, i, start?))
             {
                 Some(span) => span,
+                None if renderer.leaves_out(i, text) => continue,
                 None => {
                     return Err(Problem::new("template_error", format!("messages[{i}]"), "cannot find where the template puts this message")
                         .hint("the template rewrites this message's content; mark the record with \"loss\" flags differently or use another --template"))
@@ -185,8 +230,53 @@ pub fn render_jinja(
         cursor = span.end;
         trained.push(span);
     }
-    let content = content_ranges(&text, conversation, tokenizer);
-    Ok(Rendered { text, trained, content })
+    Ok(trained)
+}
+
+/// Mistral's v2/v3 templates put the tools block before the *last* user turn, so no prefix of
+/// the conversation renders as the start of the whole, and a tool-call message has no text to
+/// search for. Without tools those templates are prefix-stable: the spans are found in the
+/// rendering without tools, then moved past the block that tools insert, after checking that
+/// the block is the only difference between the two renderings.
+fn spans_around_tools_block(
+    template: &JinjaTemplate,
+    traits: &TemplateTraits,
+    tokenizer: &TokenizerBundle,
+    conversation: &Conversation,
+    kwargs: &Map<String, Value>,
+    text: &str,
+) -> Option<Vec<Range<usize>>> {
+    conversation.tools.as_ref()?;
+    let bare = Conversation {
+        tools: None,
+        ..conversation.clone()
+    };
+    let without = render_jinja(template, traits, tokenizer, &bare, kwargs).ok()?;
+    let (at, inserted) = insertion(&without.text, text)?;
+    without
+        .trained
+        .iter()
+        .map(|span| match span {
+            s if s.end <= at => Some(s.clone()),
+            s if s.start >= at => Some(s.start + inserted..s.end + inserted),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where `long` is `short` with one block inserted: (position, length). Where the block could
+/// sit at several positions (it starts as the text after it does), the leftmost is taken.
+fn insertion(short: &str, long: &str) -> Option<(usize, usize)> {
+    let inserted = long.len().checked_sub(short.len())?;
+    let (short, long) = (short.as_bytes(), long.as_bytes());
+    let mut at = short.iter().zip(long).take_while(|(a, b)| a == b).count();
+    if long.get(at + inserted..)? != short.get(at..)? {
+        return None;
+    }
+    while at > 0 && long[at - 1] == long[at - 1 + inserted] {
+        at -= 1;
+    }
+    Some((at, inserted))
 }
 
 /// A message's whole turn in the rendering, if the template renders it prefix-stably.
@@ -235,9 +325,13 @@ fn locate(
         let from = from?;
         (from, from)
     } else {
-        let from = from.unwrap_or(cursor);
-        let at = text.get(from..)?.find(needle)? + from;
-        (from.min(at), at + needle.len())
+        // Without a known generation prompt end the span starts at the content, with the
+        // whitespace just before it (a tokenizer may fold it into the content's first token),
+        // never earlier: what lies before belongs to other messages.
+        let search_from = from.unwrap_or(cursor);
+        let at = text.get(search_from..)?.find(needle)? + search_from;
+        let lead = text[search_from..at].len() - text[search_from..at].trim_end().len();
+        (from.map_or(at - lead, |f| f.min(at)), at + needle.len())
     };
     let end = match &traits.end_of_turn {
         Some(eot) => content_end + text[content_end..].find(eot.as_str())? + eot.len(),
@@ -299,5 +393,17 @@ mod tests {
     fn common_suffix_respects_char_boundaries() {
         assert_eq!(common_suffix("aé!", "bé!"), "é!");
         assert_eq!(common_suffix("x", "y"), "");
+    }
+
+    #[test]
+    fn one_inserted_block_is_found_and_nothing_else_passes_for_one() {
+        assert_eq!(
+            insertion("[INST]a[/INST]b", "[TOOLS]x[/TOOLS][INST]a[/INST]b"),
+            Some((0, 16))
+        );
+        assert_eq!(insertion("q[INST]a", "q[T][INST]a"), Some((1, 3)));
+        assert_eq!(insertion("abc", "abXc"), Some((2, 1)));
+        assert_eq!(insertion("abc", "aXbYc"), None);
+        assert_eq!(insertion("abcd", "abc"), None);
     }
 }
