@@ -19,6 +19,7 @@ All compute the same function: a token attends to earlier tokens of its own docu
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 from typing import Any
 
@@ -31,24 +32,21 @@ PADDING_FREE = {"varlen", "flash_attention_2", "flex_attention"}
 CHOICES = {"auto", "varlen", "flash_attention_2", "flex_attention", "sdpa", "eager"}
 
 
-def torch_varlen_available() -> bool:
+def _on_cuda_with(module: str) -> bool:
     if not torch.cuda.is_available():
         return False
     try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401, PLC0415
-    except ImportError:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
         return False
-    return True
+
+
+def torch_varlen_available() -> bool:
+    return _on_cuda_with("torch.nn.attention.varlen")
 
 
 def flash_attn_available() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import flash_attn  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
+    return _on_cuda_with("flash_attn")
 
 
 def choose_attention(requested: str) -> str:
