@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,11 @@ def test_template_check_flags_a_wrong_template() -> None:
     assert xtuner_chatml.returncode == 0, xtuner_chatml.stdout
     wrong = sftpack("template", "check", "--tokenizer", str(DEMO), "--template", "zephyr")
     assert wrong.returncode == 1 and "differs at token" in wrong.stdout
+
+
+def test_merge_and_chat_run_remote_model_code_when_training_did(tmp_path: Path) -> None:
+    from sftpack.lifecycle import remote_code
+
+    (tmp_path / "sftpack_train.json").write_text(json.dumps({"config": {"model": {"trust_remote_code": True}}}))
+    assert remote_code(None, tmp_path) is True
+    assert remote_code(tmp_path.parent) is False  # no training record: the Hugging Face default

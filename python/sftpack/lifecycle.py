@@ -17,13 +17,23 @@ def training_record(path: Path) -> dict[str, Any] | None:
     return json.loads(record.read_text()) if record.is_file() else None
 
 
+def remote_code(*folders: Path | None) -> bool:
+    """Whether the recipe that trained these folders ran the model's own code
+    (model.trust_remote_code): loading them again needs the same."""
+    for folder in folders:
+        record = training_record(folder) if folder else None
+        if record:
+            return bool(record.get("config", {}).get("model", {}).get("trust_remote_code", False))
+    return False
+
+
 def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB") -> Path:
     """Folds a LoRA adapter into its base model and writes a plain Hugging Face model (dtype of
     the base kept, sharded safetensors) that AutoModelForCausalLM loads."""
     from peft import PeftModel  # noqa: PLC0415
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto", trust_remote_code=remote_code(adapter))
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), max_shard_size=max_shard_size)
     for source in (adapter, base):
@@ -53,8 +63,9 @@ class ChatSession:
 
         self.torch = torch
         tokenizer_dir = adapter if adapter and (adapter / "tokenizer.json").is_file() else model
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype="auto")
+        trust = remote_code(adapter, model)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype="auto", trust_remote_code=trust)
         if adapter is not None:
             from peft import PeftModel  # noqa: PLC0415
 

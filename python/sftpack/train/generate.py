@@ -10,10 +10,10 @@ import torch
 
 
 def generate_reply(model: Any, tokenizer_dir: Path, prompt: str, max_new_tokens: int = 64,
-                   system: str | None = None) -> str:
+                   system: str | None = None, trust_remote_code: bool = False) -> str:
     from transformers import AutoTokenizer  # noqa: PLC0415
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     encoded: Any = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
     ids = list(encoded["input_ids"])

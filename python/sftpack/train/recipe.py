@@ -85,6 +85,10 @@ class SFTRecipe:
         self.compute_dtype = DTYPES[config.model.dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.compute_dtype == torch.float16)
         self.ds_config = zero.load_ds_config(config, self.world) if config.distributed.deepspeed else None
+        if config.method.name == "full" and self.compute_dtype != torch.float32 and not self.ds_config \
+                and self.rank == 0:
+            print(f"note: full fine-tuning in {config.model.dtype} without DeepSpeed keeps weights and AdamW state in "
+                  f"{config.model.dtype} (no fp32 master copy); distributed.deepspeed=zero1 keeps one", flush=True)
         self.engine: Any = None
         keep_alive = zero.partition_while_loading(self.ds_config) if self.ds_config else None
         zero3 = bool(self.ds_config and zero.is_zero3(self.ds_config))
@@ -230,7 +234,8 @@ class SFTRecipe:
 
         for prompt in self.config.output.sample_prompts:
             reply = generate_reply(self.model, Path(self.config.model.path), prompt,
-                                   self.config.output.sample_max_new_tokens)
+                                   self.config.output.sample_max_new_tokens,
+                                   trust_remote_code=self.config.model.trust_remote_code)
             print(f"  sample: {prompt!r} -> {reply!r}", flush=True)
         self.model.train()
 
