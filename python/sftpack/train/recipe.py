@@ -32,15 +32,6 @@ from .reporting import Reporter, resolve_reporters
 STATE_FILE = "trainer_state.pt"
 
 
-def real_tokens(batch: dict[str, Any]) -> int:
-    """Non-padding tokens of a collated batch (a real token may attend to itself)."""
-    mask = batch.get("attention_mask")
-    if mask is None:
-        return int(batch["input_ids"].numel())
-    diagonal = torch.diagonal(mask[:, 0], dim1=-2, dim2=-1) if mask.dim() == 4 else mask
-    return int((diagonal == 0).sum()) if diagonal.is_floating_point() else int(diagonal.bool().sum())
-
-
 # Token counts are all-reduced as CPU tensors, so GPU runs need gloo beside NCCL.
 BACKEND = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
@@ -174,8 +165,9 @@ class SFTRecipe:
                 loss = self._forward_sum_loss(batch)
                 self._backward(loss * self.world / max(trained, 1))
                 loss_sum += float(loss.detach())
-                self.tokens_seen += real_tokens(batch)
-                self.flops_done += flops.step(document_lengths(batch))
+                lengths = document_lengths(batch)  # real documents: padding is not counted
+                self.tokens_seen += int(lengths.sum())
+                self.flops_done += flops.step(lengths)
             self._optimizer_step()
             self.step += 1
             loss_value = self._global_mean(loss_sum, trained)
