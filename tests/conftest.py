@@ -33,6 +33,17 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "data": root / "chat.jsonl", "base": root / "base", "pack": root / "pack"}
 
 
+@pytest.fixture(scope="session")
+def tiny_eval_setup(tiny_setup: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tiny_setup's model and conversations, preprocessed with 40 of them held out as a
+    validation split (pack/validation)."""
+    from sftpack.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("tiny-eval")
+    preprocess([tiny_setup["data"]], tiny_setup["base"], root / "pack", max_length=256, val_size=40)
+    return {**tiny_setup, "pack": root / "pack", "validation": root / "pack" / "validation"}
+
+
 # Tokenizers with a Jinja chat template in shared/data.
 JINJA_TOKENIZERS = ["qwen3", "llama3", "phi-3-mini", "gemma3", "deepseek-v3"]
 

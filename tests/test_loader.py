@@ -87,15 +87,19 @@ def test_padding_free_collate_flattens_with_varlen_keywords(pack: Path) -> None:
     assert all(batch["labels"][0, s] == -100 for s in batch["cu_seq_lens_q"][:-1])
 
 
-def test_padded_collate_and_document_mask(pack: Path) -> None:
+def test_padded_collate_masks_across_documents_by_default(pack: Path) -> None:
     ds = PackDataset(pack)
     rows = [ds[0], ds[len(ds) - 1]]
     batch = collate_padded(rows, pad_token_id=0, pad_to_multiple_of=8, return_tensors="np")
     length = batch["input_ids"].shape[1]
     assert length % 8 == 0 and length >= max(len(r["input_ids"]) for r in rows)
-    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
-    masked = collate_padded(rows, document_mask=True, return_tensors="np")["attention_mask"]
-    assert masked.shape == (2, 1, masked.shape[-1], masked.shape[-1])
+    mask = batch["attention_mask"]
+    assert mask.shape == (2, 1, length, length)
+    expected = block_diagonal_causal_mask([r["cu_seqlens"] for r in rows], length)
+    assert (mask == expected).all(), "documents packed into one row never see each other"
+    assert (batch["labels"][~mask[:, 0].any(axis=-1)] == -100).all(), "padding is never trained"
+    plain = collate_padded(rows, pad_to_multiple_of=8, document_mask=False, return_tensors="np")["attention_mask"]
+    assert plain.shape == (2, length) and (batch["labels"][plain == 0] == -100).all()
 
 
 def test_block_diagonal_mask_is_causal_within_documents() -> None:

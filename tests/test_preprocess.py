@@ -168,3 +168,75 @@ def test_yaml_config_with_flag_overrides(tmp_path: Path) -> None:
                          "--max-length", "200"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["max_length"] == 200
+
+
+def placed_documents(out: Path) -> set[tuple[int, int]]:
+    return {(f, n) for row in read_rows(out) for f, n in zip(row["source_file"], row["source_line"], strict=True)}
+
+
+def rejected_lines(out: Path) -> set[tuple[int, int]]:
+    lines = (out / "rejects.jsonl").read_text().splitlines()
+    return {(r["file_index"], r["line"]) for r in map(json.loads, lines)}
+
+
+def test_validation_split_is_disjoint_from_training_and_counts_reconcile(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = preprocess([dataset(tmp_path)], DEMO, out, max_length=256, window=100, val_size=0.1, seed=3)
+    validation = out / "validation"
+    train_docs, val_docs = placed_documents(out), placed_documents(validation)
+    assert train_docs and val_docs and not train_docs & val_docs, "no document is in both packs"
+    everything = train_docs | val_docs | rejected_lines(out) | rejected_lines(validation)
+    assert everything == {(0, n) for n in range(1, 601)}, "every record is somewhere, once"
+    manifest = result["manifest"]
+    held_out = json.loads((validation / "manifest.json").read_text())
+    assert manifest["validation"]["records"] == held_out["counts"]["records_read"] == 60
+    assert manifest["counts"]["records_read"] + held_out["counts"]["records_read"] == 600
+    assert (manifest["split"], held_out["split"]) == ("train", "validation")
+    for counts in (manifest["counts"], held_out["counts"]):
+        assert counts["records_read"] == counts["packed"] + counts["rejected"] + counts["dropped"]
+    from sftpack import PackDataset
+
+    assert len(PackDataset(validation)) == held_out["counts"]["rows"] > 0
+
+
+def test_validation_split_is_seeded_and_the_same_for_any_thread_count(tmp_path: Path) -> None:
+    data = dataset(tmp_path)
+    splits = {}
+    for name, threads, seed in (("a", 1, 0), ("b", 2, 0), ("c", 2, 1)):
+        out = tmp_path / name
+        preprocess([data], DEMO, out, max_length=256, window=64, threads=threads, seed=seed, val_size=25)
+        splits[name] = (shard_bytes(out), shard_bytes(out / "validation"), placed_documents(out / "validation"))
+        assert len(placed_documents(out / "validation") | rejected_lines(out / "validation")) == 25
+    assert splits["a"] == splits["b"]
+    assert splits["a"][2] != splits["c"][2], "another seed holds out other records"
+
+
+def test_interrupted_run_with_a_validation_split_resumes_to_identical_output(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 13_000)
+    settings: dict[str, Any] = {"max_length": 256, "window": 50, "progress_interval_ms": 0, "val_size": 0.02}
+    preprocess([data], DEMO, tmp_path / "whole", **settings)
+    calls = 0
+
+    def stop_after_two(_: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([data], DEMO, out, progress=stop_after_two, **settings)
+    assert preprocess([data], DEMO, out, **settings)["status"] == "resumed"
+    for part in (Path(), Path("validation")):
+        assert shard_bytes(out / part) == shard_bytes(tmp_path / "whole" / part)
+        assert (out / part / "rejects.jsonl").read_bytes() == (tmp_path / "whole" / part / "rejects.jsonl").read_bytes()
+
+
+def test_validation_sizes_that_leave_nothing_to_train_are_refused(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 50)
+    for size in (50, 1.5, -1, "half"):
+        with pytest.raises(ConfigError, match="val"):
+            preprocess([data], DEMO, tmp_path / "out", max_length=256, val_size=size)
+    preprocess([data], DEMO, tmp_path / "out", max_length=256, val_size=5)
+    preprocess([data], DEMO, tmp_path / "out", max_length=256, overwrite=True)
+    assert not (tmp_path / "out" / "validation").exists(), "a re-run without a split removes the old one"

@@ -32,17 +32,28 @@ class EncodedConversation:
         return [t if m else IGNORE_INDEX for t, m in zip(self.input_ids, self.loss_mask, strict=False)]
 
 
+@dataclass(frozen=True)
+class StopTokens:
+    """What ends a generated assistant turn: token ids, and texts for end markers the tokenizer
+    has no single token for."""
+
+    ids: list[int]
+    texts: list[str]
+
+
 def job_settings(
     tokenizer: PathLike,
     template: str | None = None,
     max_length: int | None = None,
     overlong: str = "drop",
     template_kwargs: dict[str, Any] | None = None,
+    template_source: str | None = None,
 ) -> dict[str, Any]:
     """The engine settings shared by every job, as the JSON the Rust core reads."""
     return {
         "tokenizer": os.fspath(tokenizer),
         "template": template,
+        "template_source": template_source,
         "encode": {
             "max_length": max_length,
             "overlong": overlong,
@@ -61,6 +72,8 @@ class Encoder:
         max_length: longer conversations follow ``overlong``: "drop" (raise RecordError),
             "truncate" or "error".
         template_kwargs: extra variables for Jinja templates (e.g. ``{"enable_thinking": False}``).
+        template_source: the template's full source as a pack's manifest records it; ``template``
+            then only names it (see :meth:`for_pack`).
     """
 
     def __init__(
@@ -70,13 +83,27 @@ class Encoder:
         max_length: int | None = None,
         overlong: str = "drop",
         template_kwargs: dict[str, Any] | None = None,
+        template_source: str | None = None,
     ) -> None:
-        settings = job_settings(tokenizer, template, max_length, overlong, template_kwargs)
+        settings = job_settings(tokenizer, template, max_length, overlong, template_kwargs, template_source)
         self._encoder = _core.PyEncoder(json.dumps({"inputs": [], **settings}))
+        self.template_kwargs = dict(template_kwargs or {})
+
+    @classmethod
+    def for_pack(cls, manifest: dict[str, Any], tokenizer: PathLike) -> Encoder:
+        """The encoder a pack was made with (its template, as recorded, and template kwargs), to
+        render generation prompts that continue exactly what training saw."""
+        template = manifest["template"]
+        kwargs = manifest.get("config", {}).get("encode", {}).get("template_kwargs") or {}
+        return cls(tokenizer, template["name"], template_kwargs=kwargs, template_source=template["source"])
 
     @property
     def template_name(self) -> str:
         return self._encoder.template_name
+
+    @property
+    def template_source(self) -> str:
+        return self._encoder.template_source
 
     def encode(self, record: dict[str, Any] | list[dict[str, Any]], format: str | None = None) -> EncodedConversation:
         """Encodes one record (any supported format), or a bare list of OpenAI messages.
@@ -93,6 +120,25 @@ class Encoder:
             loss_mask=list(out["loss_mask"]),  # type: ignore[call-overload]
             truncated=bool(out["truncated"]),
         )
+
+    def prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """The ids a model continues to write the reply to ``messages`` (OpenAI format, ending with a
+        user or tool message): rendered and tokenized as training rendered the turns before a
+        reply, so they equal the training ids up to where that reply's trained tokens begin.
+
+        Raises:
+            RecordError: the messages are invalid, or the template refuses them.
+        """
+        record: dict[str, Any] = {"messages": messages}
+        if tools:
+            record["tools"] = tools
+        return self._encoder.prompt(json.dumps(record, ensure_ascii=False))
+
+    def stop_tokens(self) -> StopTokens:
+        """What training taught a model to write at the end of a reply (the trained end-of-turn
+        token(s)), the template's stop words, and EOS."""
+        stops = self._encoder.stop_tokens()
+        return StopTokens(ids=list(stops["ids"]), texts=list(stops["texts"]))  # type: ignore[call-overload]
 
     def decode(self, ids: list[int]) -> str:
         return self._encoder.decode(ids)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,10 @@ def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB") -> 
 class ChatSession:
     """A conversation with a model, rendered with the template it was trained with.
 
+    The prompt ids and stop tokens come from the engine, with the template and template kwargs
+    recorded in the training record (``sftpack_train.json``): the model continues the ids it was
+    trained to continue and stops at the end-of-turn token it was trained to write.
+
     Args:
         model: a Hugging Face model directory (full model, or the base when ``adapter`` is given).
         adapter: a LoRA adapter directory from ``sftpack train``.
@@ -59,100 +62,73 @@ class ChatSession:
     def __init__(self, model: Path, adapter: Path | None = None, template: str | None = None,
                  system: str | None = None) -> None:
         import torch  # noqa: PLC0415
-        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+        from .train.generate import ChatFormat  # noqa: PLC0415
 
         self.torch = torch
         tokenizer_dir = adapter if adapter and (adapter / "tokenizer.json").is_file() else model
         trust = remote_code(adapter, model)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust)
+        self.chat = ChatFormat.for_folder(adapter or model, tokenizer_dir, template, base=model,
+                                          trust_remote_code=trust)
         self.model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype="auto", trust_remote_code=trust)
         if adapter is not None:
             from peft import PeftModel  # noqa: PLC0415
 
             self.model = PeftModel.from_pretrained(self.model, str(adapter))
         self.model.eval()
-        record = training_record(adapter or model)
-        trained_with = record["template"] if record else None
-        self.template = self._choose_template(template, trained_with)
         self.system = system
         self.history: list[dict[str, str]] = []
 
-    def _choose_template(self, requested: str | None, trained_with: dict[str, Any] | None) -> dict[str, Any]:
-        from . import _core  # noqa: PLC0415
+    @property
+    def template_name(self) -> str:
+        return self.chat.encoder.template_name
 
-        builtin = json.loads(_core.builtin_templates())
-        if requested is None:
-            return trained_with or {"name": "tokenizer", "source": self.tokenizer.chat_template}
-        if requested in builtin:
-            chosen = {"name": requested, "source": json.dumps({**builtin[requested], "name": requested})}
-        elif requested == "tokenizer":
-            chosen = {"name": "tokenizer", "source": self.tokenizer.chat_template}
-        else:
-            chosen = {"name": requested, "source": Path(requested).read_text()}
-        if trained_with and chosen["source"] != trained_with["source"]:
-            warnings.warn(f"the model was trained with template {trained_with['name']!r}, not {requested!r}: "
-                          "replies may degrade", stacklevel=3)
-        return chosen
-
-    def _builtin(self) -> dict[str, Any] | None:
-        try:
-            fields: dict[str, Any] = json.loads(self.template["source"])
-        except (json.JSONDecodeError, TypeError):
-            return None
-        return fields if isinstance(fields, dict) and "instruction" in fields else None
+    def messages(self, user: str) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return [*system, *self.history, {"role": "user", "content": user}]
 
     def prompt_ids(self, user: str) -> list[int]:
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
-        messages = [*messages, {"role": "user", "content": user}]
-        xtuner = self._builtin()
-        if xtuner is None:
-            encoded: Any = self.tokenizer.apply_chat_template(
-                messages, chat_template=self.template["source"], add_generation_prompt=True, return_dict=True)
-            return list(encoded["input_ids"])
-        return self._xtuner_prompt(xtuner, messages)
-
-    def _xtuner_prompt(self, t: dict[str, Any], messages: list[dict[str, str]]) -> list[int]:
-        text, turn, system = "", 0, ""
-        bos = [] if str(self.tokenizer.__class__.__name__).startswith("Qwen") else [self.tokenizer.bos_token_id]
-        for m in messages:
-            if m["role"] == "system":
-                system = m["content"]
-            elif m["role"] == "user":
-                turn += 1
-                prefix = t["system"].format(system=system) if system and t["system"] else ""
-                text += prefix + t["instruction"].format(input=m["content"], round=turn)
-                system = ""
-            else:
-                eos = "" if t["suffix_as_eos"] else (self.tokenizer.eos_token or "")
-                text += m["content"] + t["suffix"] + eos + t["sep"]
-        ids = [i for i in bos if i is not None]
-        return ids + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.chat.prompt_ids(self.messages(user))
 
     def stop_ids(self) -> list[int]:
-        stops = {self.tokenizer.eos_token_id}
-        xtuner = self._builtin()
-        for word in (xtuner or {}).get("stop_words", []):
-            token = self.tokenizer.convert_tokens_to_ids(word)
-            if isinstance(token, int) and token != self.tokenizer.unk_token_id:
-                stops.add(token)
-        return [s for s in stops if s is not None]
+        return self.chat.stops.ids
 
     def reply(self, user: str, max_new_tokens: int = 256, stream: bool = False) -> str:
         from transformers import TextStreamer  # noqa: PLC0415
 
-        ids = self.torch.tensor([self.prompt_ids(user)])
-        streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
-        with self.torch.no_grad():
-            out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
-                                      eos_token_id=self.stop_ids(), pad_token_id=self.stop_ids()[0])
-        text = str(self.tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True)).strip()
+        from .train.generate import generate_reply  # noqa: PLC0415
+
+        streamer = TextStreamer(self.chat.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+        text = generate_reply(self.model, self.chat, self.messages(user), max_new_tokens, streamer=streamer)
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
         return text
 
 
+def reply_prompt_mismatch(encoder: Any, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Where chat would not continue training: the first trained reply whose generation prompt
+    (``encoder.prompt`` of the messages before it) is not the training ids up to exactly where
+    that reply's trained tokens begin. None when every reply's prompt is."""
+    encoded = encoder.encode(record)
+    ids, mask = encoded.input_ids, encoded.loss_mask
+    messages = record["messages"]
+    for i, message in enumerate(messages):
+        trained = message.get("loss", message["role"] == "assistant")
+        if message["role"] != "assistant" or str(trained).lower() == "false" or i == 0 \
+                or messages[i - 1]["role"] == "assistant":
+            continue
+        prompt = encoder.prompt(messages[:i], record.get("tools"))
+        n = len(prompt)
+        if ids[:n] != prompt or n >= len(ids) or not mask[n] or mask[n - 1]:
+            at = next((j for j, (a, b) in enumerate(zip(ids, prompt, strict=False)) if a != b), min(n, len(ids)))
+            return {"message": i, "position": at, "prompt_tokens": n}
+    return None
+
+
 def template_check(tokenizer: Path, template: str | None, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Compares sftpack's training ids (with ``template``) against the tokenizer's own chat
-    template via transformers, record by record; returns the first difference of each."""
+    template via transformers, record by record, and checks that the generation prompt chat and
+    samples use for each reply continues the training ids; returns the first problem of each."""
     from transformers import AutoTokenizer  # noqa: PLC0415
 
     from .encoding import Encoder  # noqa: PLC0415
@@ -163,10 +139,18 @@ def template_check(tokenizer: Path, template: str | None, records: list[dict[str
     results = []
     for index, record in enumerate(records):
         messages = record.get("messages", record)
+        record = {"messages": messages, **({"tools": record["tools"]} if "tools" in record else {})}
         try:
             ours = encoder.encode(record).input_ids
+            mismatch = reply_prompt_mismatch(encoder, record)
         except RecordError as error:
             results.append({"record": index, "status": "rejected by sftpack", "detail": str(error)})
+            continue
+        if mismatch:
+            results.append({"record": index, "status": "prompt differs", **mismatch,
+                            "detail": f"the generation prompt before message {mismatch['message']} is not the "
+                                      f"training ids up to its reply (first difference at token "
+                                      f"{mismatch['position']})"})
             continue
         try:
             rendered: Any = reference.apply_chat_template(messages, tokenize=True, return_dict=True)

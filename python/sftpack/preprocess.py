@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ def preprocess(
     overwrite: bool = False,
     progress: Callable[[Progress], object] | None = None,
     progress_interval_ms: int = 500,
+    val_size: float | int | str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Reads, validates, templates, tokenizes, masks, packs and writes a dataset to ``out``.
@@ -45,6 +47,9 @@ def preprocess(
         overwrite: replace an output made from other inputs or settings.
         progress: called every ``progress_interval_ms`` with records, tokens, bytes_read,
             bytes_total and rows; an exception raised there stops the run (it can be resumed).
+        val_size: hold out a validation split in ``out/validation/``: a share of the records
+            (0.05) or a number of them (500), chosen by ``seed``, the same for any thread count;
+            a held-out record is never in the training pack.
         **options: template, format, max_length, overlong, threads, template_kwargs, and map_fn:
             a map function spec (see :mod:`sftpack.mapping`) applied in a streaming pre-pass whose
             output, one JSONL per input file, stays in ``<out>-mapped/``.
@@ -67,6 +72,7 @@ def preprocess(
         "shard_bytes": shard_size_mb << 20,
         "overwrite": overwrite,
         "progress_interval_ms": progress_interval_ms,
+        "validation": validation_size(val_size),
     }
 
     def report(text: str) -> None:
@@ -75,3 +81,19 @@ def preprocess(
 
     result: dict[str, Any] = json.loads(_core.preprocess(json.dumps(config), report))
     return result
+
+
+def validation_size(value: float | int | str | None) -> dict[str, float | int] | None:
+    """``val_size`` as the engine reads it: a share in (0, 1) or a whole number of records >= 1."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if 0 < number < 1:
+        return {"fraction": number}
+    if number >= 1 and number.is_integer():
+        return {"documents": int(number)}
+    raise ConfigError(f"val_size {value!r} is neither a share between 0 and 1 nor a whole number of records\n"
+                      "hint: --val-size 0.05 holds out 5% of the records, --val-size 500 holds out 500")

@@ -67,7 +67,7 @@ def recipe(out: Path, steps: int) -> dict[str, Any]:
         "method": {"name": "full"},
         "data": {"pack": str(out / "pack"), "batch_size": 4, "seed": 0},
         "optim": {"lr": 3e-3, "warmup_steps": 20, "scheduler": "cosine", "max_steps": steps, "weight_decay": 0.0},
-        "output": {"dir": str(out / "run"), "log_every": 10},
+        "output": {"dir": str(out / "run"), "log_every": 10, "eval_every": 100},
         "seed": 0,
     }
 
@@ -75,16 +75,17 @@ def recipe(out: Path, steps: int) -> dict[str, Any]:
 def quickstart(out: Path, steps: int = 300) -> dict[str, Any]:
     """Runs the whole path; returns the held-out answers and whether each is right."""
     from .train import load_config, train  # noqa: PLC0415
-    from .train.generate import generate_reply  # noqa: PLC0415
+    from .train.generate import ChatFormat, generate_reply  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     write_data(out / "data" / "chat.jsonl")
     make_base_model(out / "base-model")
     result = preprocess([out / "data" / "chat.jsonl"], out / "base-model", out / "pack", max_length=512,
-                        overwrite=True)
+                        overwrite=True, val_size=0.05)
     counts = result["manifest"]["counts"]
     print(f"preprocessed {counts['records_read']:,} conversations into {counts['rows']:,} rows "
-          f"({100 * counts['packing_efficiency']:.1f}% full)")
+          f"({100 * counts['packing_efficiency']:.1f}% full); {result['manifest']['validation']['records']:,} "
+          f"held out for evaluation")
     settings = recipe(out, steps)
     (out / "recipe.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     model_dir = train(load_config(raw=settings))
@@ -92,10 +93,12 @@ def quickstart(out: Path, steps: int = 300) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    chat = ChatFormat.for_folder(model_dir, model_dir)
     answers = []
     for (color, animal), seen in [*((p, True) for p in SEEN), *((p, False) for p in HELD_OUT)]:
         prompt = f"Name a {color} {animal}."
-        reply = generate_reply(model, model_dir, prompt, max_new_tokens=24)
+        reply = generate_reply(model, chat, [{"role": "user", "content": prompt}], max_new_tokens=24)
         answers.append({"prompt": prompt, "reply": reply, "expected": answer(color, animal),
                         "correct": reply == answer(color, animal), "seen_in_training": seen})
-    return {"model": str(model_dir), "pack": str(out / "pack"), "answers": answers}
+    evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "eval_loss" in r]
+    return {"model": str(model_dir), "pack": str(out / "pack"), "answers": answers, "evaluations": evals}

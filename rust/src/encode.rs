@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::error::{Problem, Result};
 use crate::mask::{render_jinja, token_mask, turn_spans, TemplateTraits};
 use crate::schema::{Conversation, Role};
+use crate::template::builtin::Segments;
 use crate::template::{BuiltinTemplate, ChatTemplate};
 use crate::tokenize::{Flavor, TokenizerBundle};
 
@@ -73,9 +74,10 @@ pub struct Encoder {
     pub tokenizer: TokenizerBundle,
     pub template: ChatTemplate,
     pub options: EncodeOptions,
-    traits: Option<TemplateTraits>,
-    bos: Vec<u32>,
-    eos: Vec<u32>,
+    pub(crate) traits: Option<TemplateTraits>,
+    /// The BOS and EOS ids XTuner's encoder adds around turns.
+    pub(crate) bos: Vec<u32>,
+    pub(crate) eos: Vec<u32>,
 }
 
 impl Encoder {
@@ -210,36 +212,47 @@ impl Encoder {
         conversation: &Conversation,
     ) -> std::result::Result<Encoded, Problem> {
         let mut out = Encoded::default();
+        self.push_xtuner_turns(&template.segments(conversation)?, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends XTuner's encoding of complete turns, each segment tokenized on its own as
+    /// `encode_fn` does; returns whether the next turn starts with BOS.
+    pub(crate) fn push_xtuner_turns(
+        &self,
+        segments: &[Segments],
+        out: &mut Encoded,
+    ) -> std::result::Result<bool, Problem> {
         let push = |ids: Vec<u32>, trained: bool, out: &mut Encoded| {
             out.mask.extend(std::iter::repeat_n(u8::from(trained), ids.len()));
             out.ids.extend(ids);
         };
         let mut needs_bos = true;
-        for seg in template.segments(conversation)? {
+        for seg in segments {
             if needs_bos {
-                push(self.bos.clone(), false, &mut out);
+                push(self.bos.clone(), false, out);
             }
             let input = self
                 .tokenizer
                 .encode(Flavor::AsFile, &seg.input, &seg.input_content, false)?;
-            push(input.ids, seg.input_trained, &mut out);
+            push(input.ids, seg.input_trained, out);
             let output = self.tokenizer.encode(
                 Flavor::AsFile,
                 &seg.output,
                 std::slice::from_ref(&seg.output_content),
                 false,
             )?;
-            push(output.ids, seg.output_trained, &mut out);
+            push(output.ids, seg.output_trained, out);
             if seg.need_eos {
-                push(self.eos.clone(), seg.output_trained, &mut out);
+                push(self.eos.clone(), seg.output_trained, out);
             }
             needs_bos = seg.need_eos;
             if !seg.sep.is_empty() {
                 let sep = self.tokenizer.encode(Flavor::AsFile, &seg.sep, &[], false)?;
-                push(sep.ids, false, &mut out);
+                push(sep.ids, false, out);
             }
         }
-        Ok(out)
+        Ok(needs_bos)
     }
 }
 

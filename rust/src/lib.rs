@@ -8,7 +8,8 @@
 //! one canonical conversation and reports problems, [`template`] renders it, [`tokenize`] turns
 //! text into ids, [`mask`] decides which tokens are trained, and [`encode`] ties them together.
 //! [`pipeline`] runs them over whole datasets for [`check`] and [`preprocess`], which packs
-//! ([`pack`]) and writes ([`shard`]) the result. The pyo3 layer lives in `python` alone.
+//! ([`pack`]) and writes ([`shard`]) the result. [`prompt`] renders generation prompts and stop
+//! tokens with a pack's template, for chat and samples. The pyo3 layer lives in `python` alone.
 
 pub mod check;
 pub mod encode;
@@ -17,6 +18,7 @@ pub mod mask;
 pub mod pack;
 pub mod pipeline;
 pub mod preprocess;
+pub mod prompt;
 pub mod read;
 pub mod schema;
 pub mod shard;

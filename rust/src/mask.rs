@@ -355,7 +355,11 @@ fn shared_prefix_span(renderer: &Renderer<'_>, text: &str, i: usize, start: usiz
 
 /// Where message content appears in the rendering, for messages that spell special tokens (the
 /// only ones for which it matters). Content the template rewrote is not found and left alone.
-fn content_ranges(text: &str, conversation: &Conversation, tokenizer: &TokenizerBundle) -> Vec<Range<usize>> {
+pub(crate) fn content_ranges(
+    text: &str,
+    conversation: &Conversation,
+    tokenizer: &TokenizerBundle,
+) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
     let mut cursor = 0;
     for message in &conversation.messages {

@@ -22,6 +22,10 @@ pub struct JobConfig {
     pub tokenizer: PathBuf,
     #[serde(default)]
     pub template: Option<String>,
+    /// The template's full source as a manifest records it; when given, `template` only names
+    /// it (see [`ChatTemplate::from_record`]).
+    #[serde(default)]
+    pub template_source: Option<String>,
     #[serde(default)]
     pub format: Option<String>,
     #[serde(default)]
@@ -40,7 +44,12 @@ fn default_examples() -> usize {
 /// Builds the encoder a job config describes.
 pub fn build_encoder(config: &JobConfig) -> Result<Encoder> {
     let tokenizer = TokenizerBundle::load(&config.tokenizer)?;
-    let template = ChatTemplate::resolve(config.template.as_deref(), &tokenizer)?;
+    let template = match &config.template_source {
+        Some(source) => {
+            ChatTemplate::from_record(config.template.as_deref().unwrap_or("recorded"), source, &tokenizer)?
+        }
+        None => ChatTemplate::resolve(config.template.as_deref(), &tokenizer)?,
+    };
     Encoder::new(tokenizer, template, config.encode.clone())
 }
 

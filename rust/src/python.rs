@@ -103,6 +103,12 @@ fn preprocess(py: Python<'_>, config_json: &str, progress: Option<Py<PyAny>>) ->
     serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+fn record_error(problems: &[crate::error::Problem]) -> PyErr {
+    let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let detail = serde_json::to_string(problems).unwrap_or_default();
+    RecordError::new_err((message, detail))
+}
+
 /// Encodes single records; holds a loaded tokenizer and template.
 #[pyclass(module = "sftpack._core", frozen)]
 struct PyEncoder {
@@ -148,9 +154,27 @@ impl PyEncoder {
             Ok(Outcome::Dropped(p)) => vec![p],
             Ok(Outcome::Rejected(ps)) | Err(ps) => ps,
         };
-        let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        let detail = serde_json::to_string(&problems).unwrap_or_default();
-        Err(RecordError::new_err((message, detail)))
+        Err(record_error(&problems))
+    }
+
+    /// prompt(record_json) -> the ids a model continues to answer the conversation's last
+    /// message, rendered as training rendered it; or raises RecordError like encode.
+    fn prompt(&self, py: Python<'_>, record_json: &str) -> PyResult<Vec<u32>> {
+        py.detach(|| {
+            let record = schema::parse_json(record_json).map_err(|p| vec![p])?;
+            let conversation = schema::to_conversation(Format::OpenAi, &record)?;
+            self.encoder.prompt(&conversation).map_err(|p| vec![p])
+        })
+        .map_err(|problems| record_error(&problems))
+    }
+
+    /// stop_tokens() -> dict(ids, texts): what ends a generated assistant turn.
+    fn stop_tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stops = py.detach(|| self.encoder.stop_tokens());
+        let dict = PyDict::new(py);
+        dict.set_item("ids", stops.ids)?;
+        dict.set_item("texts", stops.texts)?;
+        Ok(dict)
     }
 
     fn decode(&self, ids: Vec<u32>) -> String {

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt is not None:
         print(session.reply(args.prompt, args.max_new_tokens))
         return 0
-    print(f"chatting with {args.model} (template {session.template['name']}); an empty line or Ctrl-D quits")
+    print(f"chatting with {args.model} (template {session.template_name}); an empty line or Ctrl-D quits")
     while True:
         try:
             user = input(">>> ").strip()

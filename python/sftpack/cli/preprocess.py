@@ -18,7 +18,7 @@ DEFAULT_MAX_LENGTH = 4096
 # Settings a YAML config may hold (the flags' names, with - or _).
 CONFIG_KEYS = {
     "data", "tokenizer", "out", "template", "format", "max_length", "overlong", "threads",
-    "template_kwargs", "pack", "seed", "window", "shard_size_mb", "overwrite", "map_fn",
+    "template_kwargs", "pack", "seed", "window", "shard_size_mb", "overwrite", "map_fn", "val_size",
 }
 
 
@@ -30,7 +30,10 @@ def register(sub: Any) -> None:
                         help="read these settings from a YAML file (flags given too win)")
     parser.add_argument("--no-pack", dest="pack", action="store_false", default=None,
                         help="one conversation per row, in input order")
-    parser.add_argument("--seed", type=int, help="seed of the packed row order (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of the packed row order and the validation split (default 0)")
+    parser.add_argument("--val-size", metavar="F|N",
+                        help="hold out a validation pack in OUT/validation: a share of the records (0.05) or a "
+                             "number of them (500); never in the training pack")
     parser.add_argument("--window", type=int, metavar="N", help="documents per packing window (default 100000)")
     parser.add_argument("--shard-size-mb", type=int, metavar="MB", help="shard size limit (default 512)")
     parser.add_argument("--overwrite", action="store_true", default=None,
@@ -98,6 +101,11 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
     manifest = result["manifest"]
     counts = manifest["counts"]
     print(f"{result['status']}: {result['out']} ({seconds:.1f}s)")
+    validation = manifest.get("validation")
+    if validation:
+        held_out = validation["records"]
+        print(f"  records read {counts['records_read'] + held_out:,} = training pack {counts['records_read']:,} "
+              f"+ validation split {held_out:,}; in the training pack:")
     print(f"  records read {counts['records_read']:,} = packed {counts['packed']:,} "
           f"+ rejected {counts['rejected']:,} + dropped {counts['dropped']:,}")
     for kind, n in {**counts["rejected_by_kind"], **counts["dropped_by_reason"]}.items():
@@ -109,6 +117,10 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
           f"packing efficiency {100 * counts['packing_efficiency']:.2f}%")
     shards = manifest["shards"]
     print(f"  {len(shards)} shard{'s' if len(shards) != 1 else ''}, truncated {counts['truncated']:,}")
+    if validation:
+        print(f"  validation split: {validation['records']:,} records held out in "
+              f"{Path(result['out']) / validation['path']} ({validation['documents']:,} packed, "
+              f"{validation['tokens']:,} tokens in {validation['rows']:,} rows)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from ..quickstart import quickstart  # noqa: PLC0415 (needs torch)
 
     result = quickstart(args.out, args.steps)
+    curve = ", ".join(f"{e['eval_loss']:.3f} at step {e['step']}" for e in result["evaluations"])
+    print(f"\nheld-out eval loss (conversations never trained on): {curve}")
     seen = [a for a in result["answers"] if a["seen_in_training"]]
     unseen = [a for a in result["answers"] if not a["seen_in_training"]]
     for title, answers in (("pairs seen in training", seen), ("pairs it never saw", unseen)):

@@ -9,9 +9,10 @@ transformers' flash-attention path reads, plus ``position_ids`` restarting at ev
     rows  [a a a | b b]  [c c c c]    ->  input_ids [[a a a b b c c c c]]
                                           cu_seq_lens_q [0 3 5 9], max_length_q 4
 
-Padded ([B, L]): rows padded to the longest, with a 2-D ``attention_mask``; documents inside a
-row then see each other unless ``document_mask=True`` replaces it with a block-diagonal causal
-mask [B, 1, L, L] (True = may attend) for SDPA or eager attention.
+Padded ([B, L]): rows padded to the longest, with a block-diagonal causal mask [B, 1, L, L]
+(True = may attend) so that documents packed into one row do not see each other under SDPA or
+eager attention. ``document_mask=False`` gives the plain 2-D padding mask instead: cheaper, and
+right only when every row holds one document (``--no-pack``).
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def collate_padded(
     rows: Sequence[Row],
     pad_token_id: int = 0,
     pad_to_multiple_of: int = 1,
-    document_mask: bool = False,
+    document_mask: bool = True,
     return_tensors: str | None = None,
 ) -> dict[str, Any]:
     """Rows padded to [B, L]: input_ids, labels (-100 on padding), position_ids, and
-    attention_mask (2-D, or the block-diagonal causal 4-D mask with ``document_mask``)."""
+    attention_mask: the block-diagonal causal 4-D mask, or the 2-D padding mask with
+    ``document_mask=False`` (only for rows of one document each)."""
     longest = max(len(r["input_ids"]) for r in rows)
     length = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
     size = (len(rows), length)

@@ -116,3 +116,25 @@ class PackLoader:
         self.sampler.load_state_dict(state["sampler"])
         self.epoch = int(state["epoch"])
         self.batches_done = int(state["batches_done"])
+
+
+def evaluation_batches(dataset: PackDataset, batch_size: int | None = None, max_tokens: int | None = None,
+                       rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+    """This rank's row indices for one pass over an evaluation pack: every row exactly once over
+    all ranks, in order (rank r takes rows r, r+w, ...), grouped by ``batch_size`` rows or
+    ``max_tokens`` tokens. Every rank gets the same number of batches, as forward passes under
+    ZeRO-3 or DDP are collective: a rank that runs out gets empty batches (no rows).
+    """
+    if (batch_size is None) == (max_tokens is None):
+        raise ValueError("give exactly one of batch_size or max_tokens")
+    per_rank = []
+    for r in range(world_size):
+        rows = np.arange(r, len(dataset), world_size)
+        if batch_size is not None:
+            per_rank.append([rows[i:i + batch_size] for i in range(0, len(rows), batch_size)])
+        else:
+            assert max_tokens is not None
+            per_rank.append([rows[g] for g in _token_budget_groups(dataset.lengths()[rows], max_tokens)])
+    steps = max(len(b) for b in per_rank)
+    mine = per_rank[rank]
+    return mine + [np.zeros(0, dtype=np.int64)] * (steps - len(mine))

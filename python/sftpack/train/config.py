@@ -7,10 +7,14 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
               trust_remote_code: run the model code shipped with the checkpoint}
     method:  {name: full|lora|qlora, lora_r, lora_alpha, lora_dropout, target_modules,
               quant_type: nf4|fp4, double_quant, compute_dtype}
-    data:    {pack, batch_size | max_tokens, seed}
+    data:    {pack, batch_size | max_tokens, seed,
+              eval_pack: a pack to evaluate on (default: the pack's validation split, if it has one)}
     optim:   {lr, weight_decay, betas, warmup_steps, scheduler: cosine|linear|constant, epochs,
               max_steps, grad_accum, max_grad_norm}
     output:  {dir, log_every, save_every, sample_every, sample_prompts, sample_max_new_tokens,
+              eval_every: steps between evaluations (null: at the end only, 0: never),
+              early_stopping_patience: stop after this many evaluations without a better eval loss,
+              save_best: keep the checkpoint with the best eval loss as best/,
               report_to: auto | [tensorboard, wandb] | []}
     distributed: {deepspeed: zero1|zero2|zero2_offload|zero3|zero3_offload|PATH.json}  (default: none)
     seed: 0
@@ -60,6 +64,7 @@ class DataConfig:
     batch_size: int | None = None
     max_tokens: int | None = None
     seed: int = 0
+    eval_pack: str | None = None
 
 
 @dataclass
@@ -83,6 +88,9 @@ class OutputConfig:
     sample_every: int | None = None
     sample_prompts: list[str] = field(default_factory=list)
     sample_max_new_tokens: int = 64
+    eval_every: int | None = None
+    early_stopping_patience: int | None = None
+    save_best: bool = False
     report_to: list[str] | str = "auto"
 
 
@@ -115,7 +123,8 @@ CHOICES = {
     ("optim", "scheduler"): {"cosine", "linear", "constant"},
 }
 POSITIVE = {("optim", "lr"), ("optim", "epochs"), ("optim", "grad_accum"), ("output", "log_every"),
-            ("method", "lora_r"), ("data", "batch_size"), ("data", "max_tokens")}
+            ("method", "lora_r"), ("data", "batch_size"), ("data", "max_tokens"),
+            ("output", "early_stopping_patience"), ("output", "sample_max_new_tokens")}
 
 
 def _type_ok(value: Any, annotation: str) -> bool:
@@ -177,6 +186,14 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
         problems.append(f"output.report_to: unknown {sorted(unknown)} (auto, or a list of {sorted(REPORTERS)})")
     if (config.data.batch_size is None) == (config.data.max_tokens is None):
         problems.append("data: give exactly one of batch_size or max_tokens")
+    output = config.output
+    for name, value in (("eval_every", output.eval_every), ("save_every", output.save_every),
+                        ("sample_every", output.sample_every)):
+        if value is not None and value < 0:
+            problems.append(f"output.{name}: must be 0 or more, found {value!r}")
+    if (output.early_stopping_patience or output.save_best) and not output.eval_every:
+        setting = "early_stopping_patience" if output.early_stopping_patience else "save_best"
+        problems.append(f"output.{setting}: needs output.eval_every (steps between evaluations)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from . import zero
 from .attention import PADDING_FREE, choose_attention
 from .config import TrainConfig, load_config
+from .evaluate import EvalTracker, Evaluator
 from .flops import FlopCounter, document_lengths, peak_flops
 from .loss import TokenLoss
 from .model import DTYPES, check_tokenizer_matches, load_model
@@ -49,6 +50,10 @@ def _distributed(deepspeed: bool) -> tuple[int, int]:
                                                  rank=0, world_size=1)
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(BACKEND)
+    if deepspeed:
+        # DeepSpeed's own view of the group: ZeRO-3 reads the world size from it while the
+        # weights are partitioned at load time, before deepspeed.initialize() would set it up
+        zero.require_deepspeed().init_distributed(dist_backend=BACKEND)
     if world > 1:
         return torch.distributed.get_rank(), world
     return 0, 1
@@ -92,6 +97,12 @@ class SFTRecipe:
         collate = self._collate()
         self.loader = PackLoader(self.dataset, batch_size=config.data.batch_size, max_tokens=config.data.max_tokens,
                                  collate=collate, seed=config.data.seed, rank=self.rank, world_size=self.world)
+        eval_set = self._eval_pack()
+        self.evaluator = Evaluator(eval_set, collate, config.data.batch_size, config.data.max_tokens, self.rank,
+                                   self.world) if eval_set else None
+        self.tracker = EvalTracker(config.output.early_stopping_patience)
+        self.reporter: Reporter | None = None
+        self.chat: Any = None
         steps_per_epoch = len(self.loader) // config.optim.grad_accum
         if steps_per_epoch == 0:
             raise ConfigError(f"the pack gives {len(self.loader)} batches per rank, fewer than optim.grad_accum="
@@ -108,6 +119,30 @@ class SFTRecipe:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.out.mkdir(parents=True, exist_ok=True)
         self._resume_if_possible()
+
+    def _eval_pack(self) -> PackDataset | None:
+        """data.eval_pack, else the training pack's validation split; None when there is none or
+        output.eval_every is 0. Refuses a pack made with another tokenizer or template."""
+        data, output = self.config.data, self.config.output
+        if output.eval_every == 0:
+            return None
+        path: Path | None = Path(data.eval_pack) if data.eval_pack else None
+        validation = self.dataset.manifest.get("validation")
+        if path is None and validation:
+            path = Path(data.pack) / validation["path"]
+        if path is None:
+            if output.early_stopping_patience or output.save_best:
+                raise ConfigError("output.early_stopping_patience and output.save_best need an evaluation pack\n"
+                                  "hint: preprocess with --val-size 0.05 (or N documents), or set data.eval_pack")
+            return None
+        eval_set = PackDataset(path)
+        for part in ("tokenizer", "template"):
+            if eval_set.manifest[part]["sha256"] != self.dataset.manifest[part]["sha256"]:
+                raise ConfigError(f"the evaluation pack {path} was made with another {part} than the training pack\n"
+                                  f"hint: preprocess both with the same --tokenizer and --template")
+        if len(eval_set) == 0:
+            raise ConfigError(f"the evaluation pack {path} holds no rows")
+        return eval_set
 
     def _collate(self) -> Any:
         if self.attention in PADDING_FREE:
@@ -148,15 +183,16 @@ class SFTRecipe:
 
     def train(self) -> None:
         batches = self._micro_batches()
-        reporter = None
         if self.rank == 0:
-            reporter = Reporter(self.out, self.total_steps, resolve_reporters(self.config.output.report_to),
-                                self.config.to_dict(), first_step=self.step)
+            self.reporter = Reporter(self.out, self.total_steps, resolve_reporters(self.config.output.report_to),
+                                     self.config.to_dict(), first_step=self.step)
         flops = FlopCounter(self.model)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # training's peak, not loading's
         started, self.tokens_seen, self.flops_done = time.monotonic(), 0, 0.0
         first_step = self.step
+        output = self.config.output
+        evaluated_at = -1
         while self.step < self.total_steps:
             micro = [next(batches) for _ in range(self.config.optim.grad_accum)]
             trained = global_trained_tokens(micro)
@@ -171,14 +207,38 @@ class SFTRecipe:
             self._optimizer_step()
             self.step += 1
             loss_value = self._global_mean(loss_sum, trained)
-            if reporter and (self.step % self.config.output.log_every == 0 or self.step == self.total_steps):
-                self._log(reporter, loss_value, trained, started, self.step - first_step)
-            if self.config.output.save_every and self.step % self.config.output.save_every == 0:
-                self.save_checkpoint()
-            if self.config.output.sample_every and self.step % self.config.output.sample_every == 0:
+            if self.reporter and (self.step % output.log_every == 0 or self.step == self.total_steps):
+                self._log(self.reporter, loss_value, trained, started, self.step - first_step)
+            if output.sample_every and self.step % output.sample_every == 0:
                 self._sample()
-        if reporter:
-            reporter.close()
+            if self.evaluator and output.eval_every and self.step % output.eval_every == 0:
+                evaluated_at = self.step
+                if self._evaluate():
+                    break
+            if output.save_every and self.step % output.save_every == 0:
+                self.save_checkpoint()
+        if self.evaluator and evaluated_at != self.step:
+            self._evaluate()
+        if self.reporter:
+            self.reporter.close()
+
+    def _evaluate(self) -> bool:
+        """Evaluates, keeps the best checkpoint if asked; True when early stopping says stop."""
+        assert self.evaluator is not None
+        self.model.eval()
+        result = self.evaluator.run(self._forward_sum_loss)
+        self.model.train()
+        improved = self.tracker.update(result.loss, self.step)
+        if self.reporter:
+            self.reporter.log_eval(self.step, result, self.tracker.best, self.tracker.best_step)
+        if improved and self.config.output.save_best:
+            self.save_best(result.loss)
+        stop = self.tracker.should_stop
+        if stop and self.rank == 0:
+            print(f"early stopping at step {self.step}: the eval loss has not improved for "
+                  f"{self.tracker.evals_without_improvement} evaluations (best {self.tracker.best:.4f} at step "
+                  f"{self.tracker.best_step})", flush=True)
+        return stop
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.engine is not None:
@@ -220,16 +280,25 @@ class SFTRecipe:
         reporter.log(record, eta)
 
     def _sample(self) -> None:
-        if self.rank != 0 or not self.config.output.sample_prompts:
+        """Greedy replies to output.sample_prompts with the pack's template and stop tokens. Under
+        ZeRO-3 on several ranks every rank takes part (each holds a shard of the weights);
+        otherwise rank 0 generates alone."""
+        prompts = self.config.output.sample_prompts
+        all_ranks = self.world > 1 and self.ds_config is not None and zero.is_zero3(self.ds_config)
+        if not prompts or (self.rank != 0 and not all_ranks):
             return
-        from .generate import generate_reply  # noqa: PLC0415
+        from .generate import ChatFormat, generate_reply  # noqa: PLC0415
 
-        for prompt in self.config.output.sample_prompts:
-            reply = generate_reply(self.model, Path(self.config.model.path), prompt,
-                                   self.config.output.sample_max_new_tokens,
-                                   trust_remote_code=self.config.model.trust_remote_code)
-            print(f"  sample: {prompt!r} -> {reply!r}", flush=True)
-        self.model.train()
+        if self.chat is None:
+            self.chat = ChatFormat.for_pack(self.dataset.manifest, Path(self.config.model.path),
+                                            self.config.model.trust_remote_code)
+        autocast = self.compute_dtype if self.compute_dtype != torch.float32 and self.engine is None else None
+        for prompt in prompts:
+            reply = generate_reply(self.model, self.chat, [{"role": "user", "content": prompt}],
+                                   self.config.output.sample_max_new_tokens, autocast_dtype=autocast,
+                                   synced_gpus=all_ranks)
+            if self.reporter:
+                self.reporter.log_sample(self.step, prompt, reply)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, final: bool = False) -> Path:
@@ -244,18 +313,43 @@ class SFTRecipe:
             if not final:
                 torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
-                            "scaler": self.scaler.state_dict(),
+                            "scaler": self.scaler.state_dict(), "eval": self.tracker.state_dict(),
                             "torch_rng": torch.get_rng_state()}, target / STATE_FILE)
         if self.rank == 0:
-            self._copy_tokenizer(target)
-            meta = {"step": self.step, "pack_key": self.dataset.manifest["key"],
-                    "template": self.dataset.manifest["template"], "config": self.config.to_dict(),
-                    "method": self.config.method.name, "base_model": str(Path(self.config.model.path).resolve()),
-                    "format": "deepspeed" if self.engine is not None and not final else "huggingface"}
-            (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
+            self._write_record(target, "deepspeed" if self.engine is not None and not final else "huggingface")
         if self.world > 1:
             torch.distributed.barrier()
         return target
+
+    def save_best(self, eval_loss: float) -> Path:
+        """``best/``: the model (or adapter) with the best eval loss so far, as a Hugging Face
+        folder; replaced whole, so an interrupted save never leaves half a folder."""
+        target, staging = self.out / "best", self.out / "best.tmp"
+        if self.rank == 0 and staging.exists():
+            shutil.rmtree(staging)
+        if self.engine is not None:
+            zero.save_hf(self.engine, self.model, staging, self.rank, full=self.config.method.name == "full")
+        elif self.rank == 0:
+            self.model.save_pretrained(str(staging))
+        if self.rank == 0:
+            self._write_record(staging, "huggingface", eval_loss=eval_loss)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        if self.world > 1:
+            torch.distributed.barrier()
+        return target
+
+    def _write_record(self, target: Path, layout: str, **extra: Any) -> None:
+        """The tokenizer files and sftpack_train.json: what chat, merge and convert need to use
+        the folder as it was trained (template, template kwargs, recipe, base model)."""
+        self._copy_tokenizer(target)
+        manifest = self.dataset.manifest
+        meta = {"step": self.step, "pack_key": manifest["key"], "template": manifest["template"],
+                "template_kwargs": manifest.get("config", {}).get("encode", {}).get("template_kwargs", {}),
+                "config": self.config.to_dict(), "method": self.config.method.name,
+                "base_model": str(Path(self.config.model.path).resolve()), "format": layout, **extra}
+        (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
 
     def _save_deepspeed(self, target: Path, final: bool) -> None:
         if final:
@@ -263,6 +357,7 @@ class SFTRecipe:
         else:
             self.engine.save_checkpoint(str(target), tag=f"global_step{self.step}",
                                         client_state={"step": self.step, "loader": self.loader.state_dict(),
+                                                      "eval": self.tracker.state_dict(),
                                                       "torch_rng": torch.get_rng_state()})
 
     def _copy_tokenizer(self, target: Path) -> None:
@@ -288,6 +383,8 @@ class SFTRecipe:
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         self.loader.load_state_dict(state["loader"])
+        if state.get("eval"):
+            self.tracker.load_state_dict(state["eval"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         if self.rank == 0:

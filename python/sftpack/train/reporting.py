@@ -1,4 +1,5 @@
-"""Where training metrics go: metrics.jsonl (always), a progress bar or log lines, TensorBoard,
+"""Where training metrics go: metrics.jsonl (always; training steps carry ``loss``, evaluations
+``eval_loss``), samples.jsonl (generated replies), a progress bar or log lines, TensorBoard,
 Weights & Biases, and a loss-curve PNG at the end. Only rank 0 reports."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from .evaluate import EvalResult
 
 REPORTERS = {"tensorboard", "wandb"}
 
@@ -32,6 +35,7 @@ class Reporter:
                  first_step: int = 0) -> None:
         self.out = out
         self.metrics = (out / "metrics.jsonl").open("a")
+        self.samples = (out / "samples.jsonl").open("a")
         self.total_steps = total_steps
         self.tensorboard: Any = None
         self.wandb: Any = None
@@ -71,8 +75,36 @@ class Reporter:
         else:
             print(f"step {record['step']}/{self.total_steps}  {summary}  ETA {eta_s:.0f}s", flush=True)
 
+    def _say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def log_eval(self, step: int, result: EvalResult, best: float, best_step: int) -> None:
+        record = {"step": step, "eval_loss": round(result.loss, 6), "eval_tokens": result.tokens,
+                  "eval_s": round(result.seconds, 2), "best_eval_loss": round(best, 6), "best_step": best_step}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar("eval/loss", result.loss, step)
+        if self.wandb is not None:
+            self.wandb.log({"eval/loss": result.loss}, step=step)
+        self._say(f"eval at step {step}: loss {result.loss:.4f} over {result.tokens:,} trained tokens "
+                  f"({result.seconds:.1f}s); best {best:.4f} at step {best_step}")
+
+    def log_sample(self, step: int, prompt: str, reply: str) -> None:
+        self.samples.write(json.dumps({"step": step, "prompt": prompt, "reply": reply}, ensure_ascii=False) + "\n")
+        self.samples.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.add_text("samples", f"**{prompt}**\n\n{reply}", step)
+        if self.wandb is not None:
+            self.wandb.log({"samples": self.wandb.Html(f"<b>{prompt}</b><br>{reply}")}, step=step)
+        self._say(f"  sample at step {step}: {prompt!r} -> {reply!r}")
+
     def close(self) -> None:
         self.metrics.close()
+        self.samples.close()
         if self.bar is not None:
             self.bar.close()
         if self.tensorboard is not None:
@@ -83,7 +115,8 @@ class Reporter:
 
 
 def plot_loss_curve(metrics: Path, target: Path) -> Path | None:
-    """loss.png from metrics.jsonl; None (with a note) when matplotlib is not installed."""
+    """loss.png from metrics.jsonl: the training loss, and the eval loss beside it when the run
+    evaluated; None (with a note) when matplotlib is not installed."""
     try:
         import matplotlib  # noqa: PLC0415
 
@@ -93,13 +126,21 @@ def plot_loss_curve(metrics: Path, target: Path) -> Path | None:
         print("note: no loss.png (pip install matplotlib)", file=sys.stderr)
         return None
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    if not records:
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    if not train:
         return None
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
-    axes.plot([r["step"] for r in records], [r["loss"] for r in records], linewidth=1.2)
+    axes.plot([r["step"] for r in train], [r["loss"] for r in train], linewidth=1.2, label="training loss")
+    title = f"{metrics.parent.name}: {train[-1]['loss']:.4f} at step {train[-1]['step']}"
+    if evals:
+        axes.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], marker="o", linewidth=1.2,
+                  label="eval loss")
+        title += f"; eval {evals[-1]['eval_loss']:.4f}"
+        axes.legend()
     axes.set_xlabel("step")
     axes.set_ylabel("loss (mean over trained tokens)")
-    axes.set_title(f"{metrics.parent.name}: {records[-1]['loss']:.4f} at step {records[-1]['step']}")
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(target)

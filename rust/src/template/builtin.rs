@@ -66,6 +66,15 @@ pub struct Segments {
     pub sep: String,
 }
 
+/// A generation prompt in XTuner's terms: the turns so far, then the unanswered input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptSegments {
+    pub history: Vec<Segments>,
+    pub input: String,
+    /// Byte ranges of message content inside `input`.
+    pub input_content: Vec<Range<usize>>,
+}
+
 /// Python's `str.format` for the named fields XTuner templates use; returns the text and the
 /// byte ranges where values were inserted.
 fn format_fields(template: &str, fields: &[(&str, &str)]) -> (String, Vec<Range<usize>>) {
@@ -103,16 +112,28 @@ struct Turn {
     output_trained: bool,
 }
 
+/// What openai_map_fn makes of a conversation: its complete turns, and the system and user text
+/// after the last reply that no reply answers yet (dropped in training; a generation prompt).
+struct Turns {
+    complete: Vec<Turn>,
+    pending_system: String,
+    pending_input: String,
+    /// A system or user message follows the last reply.
+    pending: bool,
+}
+
 /// openai_map_fn: messages → turns.
-fn turns(conversation: &Conversation) -> Result<Vec<Turn>, Problem> {
+fn turns(conversation: &Conversation) -> Result<Turns, Problem> {
     let messages = &conversation.messages;
     let first = messages
         .iter()
         .position(|m| m.role != Role::Assistant)
         .unwrap_or(messages.len());
-    let mut turns = Vec::new();
+    let mut complete = Vec::new();
     let (mut system, mut input, mut input_trained) = (String::new(), String::new(), false);
+    let mut pending = false;
     for (i, m) in messages.iter().enumerate().skip(first) {
+        pending = m.role != Role::Assistant;
         match m.role {
             Role::System => {
                 system = m.text().to_string();
@@ -123,7 +144,7 @@ fn turns(conversation: &Conversation) -> Result<Vec<Turn>, Problem> {
                 input_trained |= m.loss == Some(true);
             }
             Role::Assistant => {
-                turns.push(Turn {
+                complete.push(Turn {
                     system: std::mem::take(&mut system),
                     input: std::mem::take(&mut input),
                     input_trained: std::mem::take(&mut input_trained),
@@ -141,34 +162,21 @@ fn turns(conversation: &Conversation) -> Result<Vec<Turn>, Problem> {
             }
         }
     }
-    Ok(turns)
+    Ok(Turns {
+        complete,
+        pending_system: system,
+        pending_input: input,
+        pending,
+    })
 }
 
 impl BuiltinTemplate {
     /// template_map_fn: turns → segments.
     pub fn segments(&self, conversation: &Conversation) -> Result<Vec<Segments>, Problem> {
+        let turns = turns(conversation)?;
         let mut out = Vec::new();
-        for (i, turn) in turns(conversation)?.into_iter().enumerate() {
-            let round = (i + 1).to_string();
-            let (mut input, mut input_content) =
-                format_fields(&self.instruction, &[("input", &turn.input), ("round", &round)]);
-            if !turn.system.is_empty() {
-                let Some(system_template) = &self.system else {
-                    return Err(Problem::new(
-                        "unsupported_system",
-                        "",
-                        format!("the {} template has no system prompt", self.name),
-                    )
-                    .hint("remove the system message or choose a template with one"));
-                };
-                let (system, system_content) = format_fields(system_template, &[("system", &turn.system)]);
-                let shift = system.len();
-                input_content = system_content
-                    .into_iter()
-                    .chain(input_content.into_iter().map(|r| r.start + shift..r.end + shift))
-                    .collect();
-                input = system + &input;
-            }
+        for (i, turn) in turns.complete.into_iter().enumerate() {
+            let (input, input_content) = self.format_input(&turn.system, &turn.input, i + 1)?;
             out.push(Segments {
                 input,
                 input_content,
@@ -181,6 +189,52 @@ impl BuiltinTemplate {
             });
         }
         Ok(out)
+    }
+
+    /// The segments of the complete turns, then the input of the turn that a generated reply
+    /// would complete (round n + 1).
+    pub fn prompt_segments(&self, conversation: &Conversation) -> Result<PromptSegments, Problem> {
+        let pending = turns(conversation)?;
+        if !pending.pending {
+            return Err(Problem::new(
+                "nothing_to_answer",
+                "",
+                "the conversation does not end with a user message",
+            )
+            .hint("a generation prompt needs a user message after the last assistant reply"));
+        }
+        let segments = self.segments(conversation)?;
+        let (input, input_content) =
+            self.format_input(&pending.pending_system, &pending.pending_input, segments.len() + 1)?;
+        Ok(PromptSegments {
+            history: segments,
+            input,
+            input_content,
+        })
+    }
+
+    /// SYSTEM.format(system) + INSTRUCTION.format(input, round), and where the values sit.
+    fn format_input(&self, system: &str, input: &str, round: usize) -> Result<(String, Vec<Range<usize>>), Problem> {
+        let round = round.to_string();
+        let (text, content) = format_fields(&self.instruction, &[("input", input), ("round", &round)]);
+        if system.is_empty() {
+            return Ok((text, content));
+        }
+        let Some(system_template) = &self.system else {
+            return Err(Problem::new(
+                "unsupported_system",
+                "",
+                format!("the {} template has no system prompt", self.name),
+            )
+            .hint("remove the system message or choose a template with one"));
+        };
+        let (prefix, system_content) = format_fields(system_template, &[("system", system)]);
+        let shift = prefix.len();
+        let content = system_content
+            .into_iter()
+            .chain(content.into_iter().map(|r| r.start + shift..r.end + shift))
+            .collect();
+        Ok((prefix + &text, content))
     }
 }
 

@@ -57,6 +57,20 @@ impl ChatTemplate {
         }
     }
 
+    /// A template as a pack's manifest records it, by name and full source: an XTuner template
+    /// as its JSON definition, any other as Jinja text. Chat and samples rebuild the training
+    /// template this way, whatever files or built-ins exist where they run.
+    pub fn from_record(name: &str, source: &str, tokenizer: &TokenizerBundle) -> Result<Self> {
+        if let Ok(mut builtin) = serde_json::from_str::<BuiltinTemplate>(source) {
+            builtin.name = name.to_string();
+            return Ok(ChatTemplate::Builtin(builtin));
+        }
+        Ok(ChatTemplate::Jinja {
+            name: name.into(),
+            template: JinjaTemplate::new(source, &tokenizer.special)?,
+        })
+    }
+
     pub fn name(&self) -> &str {
         match self {
             ChatTemplate::Jinja { name, .. } => name,

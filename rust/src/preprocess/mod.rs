@@ -1,0 +1,323 @@
+//! Preprocess: the whole pipeline, read → encode (parallel) → pack → write, with a manifest, a
+//! rejects file and resume.
+//!
+//! Records are read in order on one thread and encoded in batches on a thread pool; results come
+//! back in input order, so the output never depends on the thread count. Encoded documents
+//! collect in a window (`window` documents); a full window is packed, written, and its shard
+//! closed, after which `progress.json` records how far the run got. A run killed at any moment
+//! and started again with the same arguments skips the records of completed windows and ends
+//! with the same bytes as an uninterrupted run. Peak memory is about one window of documents
+//! plus one batch per thread, whatever the input size.
+//!
+//! With a validation split ([`split`]) the held-out records go to a second pack in
+//! `out/validation/`, packed the same way; both windows are flushed together, so one
+//! checkpoint covers both.
+//!
+//! ```text
+//! out/manifest.json, shard-*.arrow, rejects.jsonl             the training pack
+//! out/validation/manifest.json, shard-*.arrow, rejects.jsonl  the held-out records, if any
+//! ```
+
+mod manifest;
+mod output;
+pub mod split;
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::encode::Outcome;
+use crate::error::{Error, Result};
+use crate::pipeline::StreamProgress;
+use crate::pipeline::{build_encoder, forced_format, stream, JobConfig};
+use crate::read::{self, RawRecord};
+use crate::schema::Format;
+
+use manifest::{hash_file, Provenance};
+pub use manifest::{InputInfo, FORMAT_NAME, FORMAT_VERSION, VALIDATION_DIR};
+pub use output::Counts;
+use output::{clear_output, write_atomic, Packing, Sink, SinkState};
+use split::{Selection, ValidationSize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessConfig {
+    pub job: JobConfig,
+    pub out: PathBuf,
+    /// Pack documents into rows (false: one conversation per row, in input order).
+    #[serde(default = "yes")]
+    pub pack: bool,
+    #[serde(default)]
+    pub seed: u64,
+    /// Documents per packing window.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Shards roll over at about this many bytes.
+    #[serde(default = "default_shard_bytes")]
+    pub shard_bytes: usize,
+    /// Replace an output directory made with other inputs or settings.
+    #[serde(default)]
+    pub overwrite: bool,
+    /// How often progress is reported.
+    #[serde(default = "default_progress_ms")]
+    pub progress_interval_ms: u64,
+    /// Hold out this much of the records as a validation pack in `out/validation/`.
+    #[serde(default)]
+    pub validation: Option<ValidationSize>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_window() -> usize {
+    100_000
+}
+fn default_progress_ms() -> u64 {
+    500
+}
+fn default_shard_bytes() -> usize {
+    512 << 20
+}
+
+/// How far a run got: written after every completed window. `splits` holds the training pack's
+/// state, then the validation pack's when the run holds one out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    key: String,
+    records_consumed: u64,
+    windows: u64,
+    splits: Vec<SinkState>,
+}
+
+/// Progress as reported to the caller (every `progress_interval_ms`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub records: u64,
+    pub tokens: u64,
+    pub bytes_read: u64,
+    pub bytes_total: u64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PreprocessReport {
+    /// "done", "resumed" or "up to date".
+    pub status: String,
+    pub out: String,
+    pub manifest: Value,
+}
+
+struct Run<'a> {
+    config: &'a PreprocessConfig,
+    packing: Packing,
+    train: Sink,
+    validation: Option<(Sink, Selection)>,
+    windows: u64,
+    records_consumed: u64,
+    key: String,
+    files: Vec<PathBuf>,
+}
+
+impl Run<'_> {
+    /// Sends a record to the validation pack if the split holds out its position, else to the
+    /// training pack; packs both windows when either is full.
+    fn take(&mut self, raw: &RawRecord, outcome: Outcome) -> Result<()> {
+        let position = self.records_consumed;
+        let file_name = &self.files[raw.file as usize];
+        let sink = match &mut self.validation {
+            Some((sink, selection)) if selection.contains(position) => sink,
+            _ => &mut self.train,
+        };
+        sink.take(raw, outcome, file_name)?;
+        self.records_consumed += 1;
+        if self.sinks().any(|s| s.window_len() >= self.config.window) {
+            self.flush_windows()?;
+        }
+        Ok(())
+    }
+
+    fn sinks(&self) -> impl Iterator<Item = &Sink> {
+        std::iter::once(&self.train).chain(self.validation.as_ref().map(|(s, _)| s))
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        self.sinks().fold((0, 0), |(tokens, rows), s| {
+            (tokens + s.counts.tokens, rows + s.counts.rows)
+        })
+    }
+
+    /// Packs and writes every pending window, then checkpoints: a resumed run starts after the
+    /// last record both packs hold.
+    fn flush_windows(&mut self) -> Result<()> {
+        self.train.flush(self.packing, self.windows)?;
+        if let Some((sink, _)) = &mut self.validation {
+            sink.flush(self.packing, self.windows)?;
+        }
+        self.windows += 1;
+        let mut splits = vec![self.train.state()?];
+        if let Some((sink, _)) = &mut self.validation {
+            splits.push(sink.state()?);
+        }
+        let checkpoint = Checkpoint {
+            key: self.key.clone(),
+            records_consumed: self.records_consumed,
+            windows: self.windows,
+            splits,
+        };
+        let text = serde_json::to_vec_pretty(&checkpoint).unwrap_or_default();
+        write_atomic(&self.config.out.join("progress.json"), &text)
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Runs the pipeline. `progress` is called about twice a second; returning false stops the run
+/// at once (it can be resumed).
+pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<PreprocessReport> {
+    let out = &config.out;
+    let validation_dir = out.join(VALIDATION_DIR);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let files = read::expand_inputs(&config.job.inputs)?;
+    let encoder = build_encoder(&config.job)?;
+    let forced = forced_format(&config.job)?;
+    let inputs: Vec<InputInfo> = files.par_iter().map(|p| hash_file(p)).collect::<Result<_>>()?;
+    let bytes_total: u64 = inputs.iter().map(|i| i.bytes).sum();
+    let provenance = Provenance::new(config, &encoder, inputs);
+    let key = provenance.key.clone();
+
+    let manifest_path = out.join("manifest.json");
+    if let Some(existing) = read_json::<Value>(&manifest_path) {
+        if existing.get("key").and_then(Value::as_str) == Some(key.as_str()) {
+            return Ok(PreprocessReport {
+                status: "up to date".into(),
+                out: out.display().to_string(),
+                manifest: existing,
+            });
+        }
+        if !config.overwrite {
+            return Err(Error::Config(format!(
+                "{} already holds a pack made from other inputs or settings\nhint: choose another --out, or pass --overwrite to replace it",
+                out.display()
+            )));
+        }
+        clear_output(out, &validation_dir)?;
+    }
+    let splits = if config.validation.is_some() { 2 } else { 1 };
+    let checkpoint =
+        read_json::<Checkpoint>(&out.join("progress.json")).filter(|c| c.key == key && c.splits.len() == splits);
+    let resumed = checkpoint.is_some();
+    if !resumed {
+        clear_output(out, &validation_dir)?;
+    }
+    let Checkpoint {
+        records_consumed,
+        windows,
+        splits: mut states,
+        ..
+    } = checkpoint.unwrap_or(Checkpoint {
+        key: key.clone(),
+        records_consumed: 0,
+        windows: 0,
+        splits: vec![SinkState::default(); splits],
+    });
+    let validation = match config.validation {
+        Some(size) => {
+            let state = states.pop().unwrap_or_default();
+            let selection = Selection::choose(&files, size, config.seed)?;
+            Some((Sink::open(&validation_dir, config.shard_bytes, state)?, selection))
+        }
+        None => None,
+    };
+    let train = Sink::open(out, config.shard_bytes, states.pop().unwrap_or_default())?;
+    let mut run = Run {
+        config,
+        packing: Packing {
+            pack: config.pack,
+            max_length: config.job.encode.max_length,
+            seed: config.seed,
+        },
+        train,
+        validation,
+        windows,
+        records_consumed,
+        key: key.clone(),
+        files: files.clone(),
+    };
+    // What progress reports of the run; shared by the two callbacks.
+    let written = std::cell::Cell::new(run.counts());
+    let mut on_record = |_: Option<Format>, raw: RawRecord, outcome: Outcome| {
+        run.take(&raw, outcome)?;
+        written.set(run.counts());
+        Ok(())
+    };
+    let interval = std::time::Duration::from_millis(config.progress_interval_ms);
+    let mut last_report = std::time::Instant::now();
+    let mut on_batch = |p: &StreamProgress| {
+        if last_report.elapsed() < interval {
+            return true;
+        }
+        last_report = std::time::Instant::now();
+        let (tokens, rows) = written.get();
+        progress(&Progress {
+            records: p.records,
+            tokens,
+            bytes_read: p.bytes_read,
+            bytes_total,
+            rows,
+        })
+    };
+    stream(
+        &files,
+        forced,
+        &encoder,
+        config.job.threads,
+        records_consumed,
+        &mut on_record,
+        &mut on_batch,
+    )?;
+    run.flush_windows()?;
+    let manifest = write_manifests(&run, &provenance, out)?;
+    let progress_path = out.join("progress.json");
+    std::fs::remove_file(&progress_path).map_err(|e| Error::io(&progress_path, e))?;
+    let status = if resumed { "resumed" } else { "done" };
+    Ok(PreprocessReport {
+        status: status.into(),
+        out: out.display().to_string(),
+        manifest,
+    })
+}
+
+/// Writes the validation pack's manifest (if any), then the training pack's, which marks the
+/// whole run complete; returns the latter.
+fn write_manifests(run: &Run<'_>, provenance: &Provenance, out: &Path) -> Result<Value> {
+    let max_length = run.config.job.encode.max_length;
+    let split_name = |name: &'static str| run.validation.as_ref().map(|_| name);
+    let (counts, shards) = run.train.finish(max_length);
+    let mut manifest = provenance.manifest(max_length, &counts, &shards, split_name("train"));
+    if let Some((sink, selection)) = &run.validation {
+        let (counts, shards) = sink.finish(max_length);
+        let held_out = provenance.manifest(max_length, &counts, &shards, Some("validation"));
+        write_atomic(
+            &out.join(VALIDATION_DIR).join("manifest.json"),
+            &serde_json::to_vec_pretty(&held_out).unwrap_or_default(),
+        )?;
+        manifest["validation"] = json!({
+            "path": VALIDATION_DIR,
+            "size": run.config.validation,
+            "records": selection.len(),
+            "documents": counts.packed,
+            "tokens": counts.tokens,
+            "rows": counts.rows,
+        });
+    }
+    write_atomic(
+        &out.join("manifest.json"),
+        &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+    )?;
+    Ok(manifest)
+}
