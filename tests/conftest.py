@@ -44,6 +44,29 @@ def tiny_eval_setup(tiny_setup: dict[str, Path], tmp_path_factory: pytest.TempPa
     return {**tiny_setup, "pack": root / "pack", "validation": root / "pack" / "validation"}
 
 
+def per_document_eval_loss(model: Any, pack: Path) -> tuple[float, int]:
+    """The loss over a pack scored one conversation at a time, unpacked: summed token loss of
+    every document / trained tokens of every document. The reference for packed evaluation."""
+    import torch
+
+    from sftpack import PackDataset
+    from sftpack.data import count_trained_tokens, sum_token_loss
+
+    dataset = PackDataset(pack)
+    total, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            row = dataset[i]
+            cu = row["cu_seqlens"]
+            for start, end in zip(cu[:-1], cu[1:], strict=True):
+                ids = torch.from_numpy(row["input_ids"][start:end].astype("int64"))[None].to(device)
+                labels = torch.from_numpy(row["labels"][start:end])[None].to(device)
+                total += float(sum_token_loss(model(input_ids=ids).logits, labels))
+                tokens += count_trained_tokens(labels)
+    return total / tokens, tokens
+
+
 # Tokenizers with a Jinja chat template in shared/data.
 JINJA_TOKENIZERS = ["qwen3", "llama3", "phi-3-mini", "gemma3", "deepseek-v3"]
 

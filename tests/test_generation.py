@@ -20,6 +20,8 @@ pytest.importorskip("peft")
 from sftpack.train import attention, load_config, train  # noqa: E402
 from sftpack.train.generate import decoding_attention  # noqa: E402
 
+from .conftest import per_document_eval_loss  # noqa: E402
+
 REFUSES = "refuses_generation"
 PROMPT = "Name a red cat."
 
@@ -149,4 +151,11 @@ def test_zero3_samples_on_two_ranks_neither_hang_nor_skip_weights(tiny_eval_setu
     assert [s["step"] for s in taken] == [4] and taken[0]["reply"].strip()
     assert taken[0]["reply"] == chat_reply(tmp_path / "run" / "model", PROMPT)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "eval_loss" in r] == [2, 4]
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    # each rank scored half the validation rows; the logged loss is over all of them
+    from transformers import AutoModelForCausalLM
+
+    final = AutoModelForCausalLM.from_pretrained(str(tmp_path / "run" / "model"), attn_implementation="sdpa")
+    reference, tokens = per_document_eval_loss(final, tiny_eval_setup["validation"])
+    assert evals[-1]["eval_tokens"] == tokens and evals[-1]["eval_loss"] == pytest.approx(reference, rel=1e-5)

@@ -76,3 +76,31 @@ def test_qlora_trains(setup: dict[str, Path], tmp_path: Path) -> None:
     assert (model_dir / "adapter_config.json").is_file()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 < record["mfu"] < 1 and record["max_memory_gb"] > 0
+
+
+def test_a_copied_shipped_recipe_samples_and_evaluates_under_varlen(tiny_eval_setup: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """Every shipped recipe says `attention: auto`, which picks PyTorch's varlen kernel on a GPU
+    without flash-attn; samples (which generate, and varlen cannot) and evaluations run in it."""
+    import subprocess
+    import sys
+
+    from sftpack.train.attention import choose_attention
+
+    if choose_attention("auto") != "varlen":
+        pytest.skip("attention: auto does not resolve to varlen here (flash-attn installed, or torch < 2.10)")
+    assert subprocess.run([sys.executable, "-m", "sftpack", "configs", "copy", "qwen3_8b_lora", str(tmp_path)],
+                          capture_output=True).returncode == 0
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "sftpack", "train", str(tmp_path / "qwen3_8b_lora.yaml"),
+         f"model.path={tiny_eval_setup['base']}", f"data.pack={tiny_eval_setup['pack']}", f"output.dir={run}",
+         "optim.max_steps=6", "optim.grad_accum=2", "output.sample_every=2", "output.eval_every=2"],
+        capture_output=True, text=True, timeout=600)
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [2, 4, 6]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval_loss" in r] == [2, 4, 6]
+    assert (run / "model" / "adapter_config.json").is_file()

@@ -76,6 +76,8 @@ class ChatSession:
             from peft import PeftModel  # noqa: PLC0415
 
             self.model = PeftModel.from_pretrained(self.model, str(adapter))
+        if torch.cuda.is_available():
+            self.model.to("cuda")
         self.model.eval()
         self.system = system
         self.history: list[dict[str, str]] = []

@@ -48,15 +48,20 @@ class Evaluator:
         filler["labels"] = np.full_like(filler["labels"], IGNORE_INDEX)
         return self.collate([filler])
 
-    def run(self, forward_sum_loss: Callable[[Any], torch.Tensor]) -> EvalResult:
-        """``forward_sum_loss(batch)``: the summed token loss of a batch, as training computes it."""
-        started = time.monotonic()
+    def local_totals(self, forward_sum_loss: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        """[summed token loss, trained tokens] over this rank's rows."""
         totals = torch.zeros(2, dtype=torch.float64)
         with torch.no_grad():
             for rows in self.batches:
                 batch = self._batch(rows)
                 totals[0] += float(forward_sum_loss(batch))
                 totals[1] += count_trained_tokens(batch["labels"])
+        return totals
+
+    def run(self, forward_sum_loss: Callable[[Any], torch.Tensor]) -> EvalResult:
+        """``forward_sum_loss(batch)``: the summed token loss of a batch, as training computes it."""
+        started = time.monotonic()
+        totals = self.local_totals(forward_sum_loss)
         if self.world > 1:
             torch.distributed.all_reduce(totals)
         loss = float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
