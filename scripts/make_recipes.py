@@ -56,7 +56,7 @@ def recipe(name: str, model_id: str, max_length: int, template: str, remote: boo
     lines = [
         f"# {model_id}: {spec['title']}.",
         f"#   sftpack preprocess data.jsonl --tokenizer {model} --out packs/my-data "
-        f"--max-length {max_length}{template}",
+        f"--max-length {max_length}{template} --val-size 0.02",
         f"#   sftpack configs copy {stem} . && {launch}",
     ]
     if method != "full":
@@ -76,6 +76,7 @@ def recipe(name: str, model_id: str, max_length: int, template: str, remote: boo
               "optim:", f"  lr: {spec['lr']}", "  warmup_steps: 20", "  scheduler: cosine",
               f"  epochs: {spec['epochs']}", f"  grad_accum: {spec['accum']}", f"  max_grad_norm: {spec['clip']}",
               "output:", f"  dir: runs/{stem}", "  log_every: 10", "  save_every: 500",
+              "  eval_every: 250   # on the pack's validation split (--val-size), if it has one",
               "  sample_every: 500", "  sample_prompts:", "    - Introduce yourself in one sentence."]
     if method == "full":
         lines += ["distributed:", f"  deepspeed: {zero}"]

@@ -7,6 +7,8 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,45 @@ def per_document_eval_loss(model: Any, pack: Path) -> tuple[float, int]:
                 total += float(sum_token_loss(model(input_ids=ids).logits, labels))
                 tokens += count_trained_tokens(labels)
     return total / tokens, tokens
+
+
+def train_copied_recipe(name: str, setup: dict[str, Path], folder: Path, *overrides: str,
+                        ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`sftpack configs copy NAME` and `sftpack train` it as shipped, on the tiny model and pack
+    (plus ``overrides``); returns the training process and the run directory."""
+    copied = subprocess.run([sys.executable, "-m", "sftpack", "configs", "copy", name, str(folder)],
+                            capture_output=True, text=True)
+    assert copied.returncode == 0, copied.stderr
+    run = folder / "run"
+    result = subprocess.run([sys.executable, "-m", "sftpack", "train", str(folder / f"{name}.yaml"),
+                             f"model.path={setup['base']}", f"data.pack={setup['pack']}", f"output.dir={run}",
+                             *overrides], capture_output=True, text=True, timeout=600)
+    return result, run
+
+
+def read_metrics(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """metrics.jsonl of a run: the training steps, then the evaluations."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "loss" in r], [r for r in records if "eval_loss" in r]
+
+
+@pytest.fixture(scope="session")
+def mistral_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Mistral's SentencePiece tokenizers v1-v3 with their Jinja templates, converted once with
+    `sftpack convert-tokenizer` (needs sentencepiece)."""
+    pytest.importorskip("sentencepiece")
+    pytest.importorskip("transformers")
+    out = {}
+    for version in ("v1", "v2", "v3"):
+        source = shared_path("tokenizers", f"mistral-spm-{version}")
+        target = tmp_path_factory.mktemp(f"mistral-{version}")
+        for file in source.iterdir():
+            shutil.copy(file, target / file.name)
+        result = subprocess.run([sys.executable, "-m", "sftpack", "convert-tokenizer", str(target)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        out[version] = target
+    return out
 
 
 # Tokenizers with a Jinja chat template in shared/data.

@@ -19,7 +19,7 @@ from sftpack.data.loader import evaluation_batches  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 from sftpack.train.recipe import SFTRecipe  # noqa: E402
 
-from .conftest import per_document_eval_loss  # noqa: E402
+from .conftest import per_document_eval_loss, read_metrics  # noqa: E402
 
 
 def recipe(setup: dict[str, Path], out: Path, **sections: dict[str, Any]) -> dict[str, Any]:
@@ -30,11 +30,6 @@ def recipe(setup: dict[str, Path], out: Path, **sections: dict[str, Any]) -> dic
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     return raw
-
-
-def metrics(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in records if "loss" in r], [r for r in records if "eval_loss" in r]
 
 
 @pytest.mark.parametrize(("attention", "batch"), [("sdpa", {"batch_size": 3}), ("eager", {"batch_size": 2}),
@@ -78,7 +73,7 @@ def test_early_stopping_stops_when_the_eval_loss_stops_improving(tiny_eval_setup
     raw = recipe(tiny_eval_setup, tmp_path, method={"name": "lora"}, optim={"lr": 1e-12, "max_steps": 40},
                  output={"early_stopping_patience": 2, "save_best": True})
     model = train(load_config(raw=raw))
-    steps, evals = metrics(tmp_path)
+    steps, evals = read_metrics(tmp_path)
     assert [e["step"] for e in evals] == [2, 4, 6]
     assert evals[0]["eval_loss"] == evals[1]["eval_loss"] == evals[2]["eval_loss"]
     assert steps[-1]["step"] == 6, "training stopped at the third evaluation"
@@ -91,7 +86,7 @@ def test_best_holds_the_model_with_the_best_eval_loss(tiny_eval_setup: dict[str,
     from transformers import AutoModelForCausalLM
 
     train(load_config(raw=recipe(tiny_eval_setup, tmp_path, output={"save_best": True})))
-    _, evals = metrics(tmp_path)
+    _, evals = read_metrics(tmp_path)
     best = min(evals, key=lambda e: e["eval_loss"])
     record = json.loads((tmp_path / "best" / "sftpack_train.json").read_text())
     assert record["step"] == best["step"] and evals[-1]["best_eval_loss"] == best["eval_loss"]
@@ -107,7 +102,7 @@ def test_resume_continues_evaluations_and_the_best_so_far(tiny_eval_setup: dict[
     train(load_config(raw=recipe(tiny_eval_setup, split, optim={"max_steps": 4},
                                  output={"save_best": True, "save_every": 4})))
     train(load_config(raw=recipe(tiny_eval_setup, split, output={"save_best": True, "save_every": 4})))
-    whole_evals, split_evals = metrics(tmp_path / "whole")[1], metrics(split)[1]
+    whole_evals, split_evals = read_metrics(tmp_path / "whole")[1], read_metrics(split)[1]
     assert [(e["step"], e["best_step"]) for e in split_evals] == [(e["step"], e["best_step"]) for e in whole_evals]
     for a, b in zip(split_evals, whole_evals, strict=True):
         assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-6)
@@ -122,4 +117,4 @@ def test_evaluation_settings_are_checked(tiny_setup: dict[str, Path], tiny_eval_
         train(load_config(raw=no_split))
     disabled = recipe(tiny_eval_setup, tmp_path / "off", optim={"max_steps": 2}, output={"eval_every": 0})
     train(load_config(raw=disabled))
-    assert metrics(tmp_path / "off")[1] == []
+    assert read_metrics(tmp_path / "off")[1] == []

@@ -20,7 +20,7 @@ pytest.importorskip("peft")
 from sftpack.train import attention, load_config, train  # noqa: E402
 from sftpack.train.generate import decoding_attention  # noqa: E402
 
-from .conftest import per_document_eval_loss  # noqa: E402
+from .conftest import per_document_eval_loss, read_metrics, train_copied_recipe  # noqa: E402
 
 REFUSES = "refuses_generation"
 PROMPT = "Name a red cat."
@@ -110,18 +110,12 @@ def test_a_copied_shipped_recipe_samples_and_evaluates_as_is(tiny_eval_setup: di
                                                              tmp_path: Path) -> None:
     """qwen3_8b_lora as shipped (bf16, gradient checkpointing, LoRA, attention: auto, samples
     and TensorBoard), on the tiny model, with samples and evaluations every two steps."""
-    assert subprocess.run([sys.executable, "-m", "sftpack", "configs", "copy", "qwen3_8b_lora", str(tmp_path)],
-                          capture_output=True).returncode == 0
-    run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "sftpack", "train", str(tmp_path / "qwen3_8b_lora.yaml"),
-         f"model.path={tiny_eval_setup['base']}", f"data.pack={tiny_eval_setup['pack']}", f"output.dir={run}",
-         "optim.max_steps=4", "optim.grad_accum=2", "output.sample_every=2", "output.eval_every=2",
-         "output.sample_max_new_tokens=8"], capture_output=True, text=True, timeout=600)
+    result, run = train_copied_recipe("qwen3_8b_lora", tiny_eval_setup, tmp_path, "optim.max_steps=4",
+                                      "optim.grad_accum=2", "output.sample_every=2", "output.eval_every=2",
+                                      "output.sample_max_new_tokens=8")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [s["step"] for s in samples(run)] == [2, 4]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "eval_loss" in r] == [2, 4]
+    assert [r["step"] for r in read_metrics(run)[1]] == [2, 4]
     assert "eval at step 4" in result.stdout and "sample at step 4" in result.stdout
     assert (run / "loss.png").is_file() and (run / "model" / "adapter_config.json").is_file()
     pytest.importorskip("tensorboard")
@@ -150,8 +144,7 @@ def test_zero3_samples_on_two_ranks_neither_hang_nor_skip_weights(tiny_eval_setu
     taken = samples(tmp_path / "run")
     assert [s["step"] for s in taken] == [4] and taken[0]["reply"].strip()
     assert taken[0]["reply"] == chat_reply(tmp_path / "run" / "model", PROMPT)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if "eval_loss" in r]
+    evals = read_metrics(tmp_path / "run")[1]
     assert [r["step"] for r in evals] == [2, 4]
     # each rank scored half the validation rows; the logged loss is over all of them
     from transformers import AutoModelForCausalLM

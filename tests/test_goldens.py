@@ -4,9 +4,6 @@ tokenizers and Jinja templates, after a one-time `sftpack convert-tokenizer`."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,24 +22,9 @@ CASES = [("v1", "no_tools"), ("v2", "no_tools"), ("v3", "no_tools"), ("v2", "sev
          ("v3", "several_calls"), ("v3", "parallel_calls")]
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = {}
-    for version in ("v1", "v2", "v3"):
-        source = shared_path("tokenizers", f"mistral-spm-{version}")
-        target = tmp_path_factory.mktemp(f"mistral-{version}")
-        for file in source.iterdir():
-            shutil.copy(file, target / file.name)
-        result = subprocess.run([sys.executable, "-m", "sftpack", "convert-tokenizer", str(target)],
-                                capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        out[version] = target
-    return out
-
-
 @pytest.mark.parametrize(("version", "case"), CASES)
-def test_mistral_common_ids(converted: dict[str, Path], version: str, case: str) -> None:
-    directory = converted[version]
+def test_mistral_common_ids(mistral_tokenizers: dict[str, Path], version: str, case: str) -> None:
+    directory = mistral_tokenizers[version]
     template = next(directory.glob("*.jinja"))
     sample = json.loads(shared_path("goldens", "mistral-common", case, "sample.json").read_text())
     golden = json.loads(shared_path("goldens", "mistral-common", case, f"tokens_{version}.json").read_text())

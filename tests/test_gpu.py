@@ -19,6 +19,8 @@ from sftpack.data import collate_padding_free, sum_token_loss  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 from sftpack.train.attention import flash_attn_available, torch_varlen_available, transformers_name  # noqa: E402
 
+from .conftest import read_metrics, train_copied_recipe  # noqa: E402
+
 
 @pytest.fixture
 def setup(tiny_setup: dict[str, Path]) -> dict[str, Path]:
@@ -82,25 +84,15 @@ def test_a_copied_shipped_recipe_samples_and_evaluates_under_varlen(tiny_eval_se
                                                                     tmp_path: Path) -> None:
     """Every shipped recipe says `attention: auto`, which picks PyTorch's varlen kernel on a GPU
     without flash-attn; samples (which generate, and varlen cannot) and evaluations run in it."""
-    import subprocess
-    import sys
-
     from sftpack.train.attention import choose_attention
 
     if choose_attention("auto") != "varlen":
         pytest.skip("attention: auto does not resolve to varlen here (flash-attn installed, or torch < 2.10)")
-    assert subprocess.run([sys.executable, "-m", "sftpack", "configs", "copy", "qwen3_8b_lora", str(tmp_path)],
-                          capture_output=True).returncode == 0
-    run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "sftpack", "train", str(tmp_path / "qwen3_8b_lora.yaml"),
-         f"model.path={tiny_eval_setup['base']}", f"data.pack={tiny_eval_setup['pack']}", f"output.dir={run}",
-         "optim.max_steps=6", "optim.grad_accum=2", "output.sample_every=2", "output.eval_every=2"],
-        capture_output=True, text=True, timeout=600)
+    result, run = train_copied_recipe("qwen3_8b_lora", tiny_eval_setup, tmp_path, "optim.max_steps=6",
+                                      "optim.grad_accum=2", "output.sample_every=2", "output.eval_every=2")
     print(result.stdout)
     assert result.returncode == 0, result.stderr[-3000:]
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [2, 4, 6]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "eval_loss" in r] == [2, 4, 6]
+    assert [r["step"] for r in read_metrics(run)[1]] == [2, 4, 6]
     assert (run / "model" / "adapter_config.json").is_file()

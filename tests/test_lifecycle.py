@@ -79,6 +79,15 @@ def test_template_check_flags_a_wrong_template() -> None:
     assert wrong.returncode == 1 and "differs at token" in wrong.stdout
 
 
+def test_template_check_flags_a_generation_prompt_that_training_never_saw(tmp_path: Path) -> None:
+    template = tmp_path / "eager.jinja"
+    template.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                        "{% if add_generation_prompt %}<|im_start|>assistant\nSure! {% endif %}")
+    result = sftpack("template", "check", "--tokenizer", str(DEMO), "--template", str(template))
+    assert result.returncode == 1
+    assert "prompt differs" in result.stdout and "before message 1" in result.stdout
+
+
 def test_merge_and_chat_run_remote_model_code_when_training_did(tmp_path: Path) -> None:
     from sftpack.lifecycle import remote_code
 

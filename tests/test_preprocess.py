@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,21 +113,26 @@ def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path: Path) -> N
     assert preprocess([data], DEMO, out, max_length=128, overwrite=True)["status"] == "done"
 
 
+def interrupt_at_call(n: int) -> Callable[[dict[str, Any]], None]:
+    """A progress callback that stops the run (as Ctrl-C does) on its n-th call."""
+    calls = 0
+
+    def progress(_: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 def test_interrupted_run_resumes_to_identical_output(tmp_path: Path) -> None:
     data = dataset(tmp_path, 13_000)  # progress is reported between batches of 4096 records
     settings: dict[str, Any] = {"max_length": 256, "window": 50, "progress_interval_ms": 0}
     preprocess([data], DEMO, tmp_path / "whole", **settings)
-    calls = 0
-
-    def stop_after_three(_: dict[str, Any]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise KeyboardInterrupt
-
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        preprocess([data], DEMO, out, progress=stop_after_three, **settings)
+        preprocess([data], DEMO, out, progress=interrupt_at_call(3), **settings)
     assert (out / "progress.json").exists() and not (out / "manifest.json").exists()
     result = preprocess([data], DEMO, out, **settings)
     assert result["status"] == "resumed"
@@ -215,17 +221,9 @@ def test_interrupted_run_with_a_validation_split_resumes_to_identical_output(tmp
     data = dataset(tmp_path, 13_000)
     settings: dict[str, Any] = {"max_length": 256, "window": 50, "progress_interval_ms": 0, "val_size": 0.02}
     preprocess([data], DEMO, tmp_path / "whole", **settings)
-    calls = 0
-
-    def stop_after_two(_: dict[str, Any]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        preprocess([data], DEMO, out, progress=stop_after_two, **settings)
+        preprocess([data], DEMO, out, progress=interrupt_at_call(2), **settings)
     assert preprocess([data], DEMO, out, **settings)["status"] == "resumed"
     for part in (Path(), Path("validation")):
         assert shard_bytes(out / part) == shard_bytes(tmp_path / "whole" / part)

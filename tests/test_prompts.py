@@ -6,9 +6,6 @@ every Jinja template in shared/data, on real conversations."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,33 +90,17 @@ def test_jinja_prompts_equal_transformers_generation_prompts(name: str,
     assert compared >= 40
 
 
-@pytest.fixture(scope="module")
-def mistral(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    pytest.importorskip("sentencepiece")
-    out = {}
-    for version in ("v1", "v2", "v3"):
-        source = shared_path("tokenizers", f"mistral-spm-{version}")
-        target = tmp_path_factory.mktemp(f"mistral-{version}")
-        for file in source.iterdir():
-            shutil.copy(file, target / file.name)
-        result = subprocess.run([sys.executable, "-m", "sftpack", "convert-tokenizer", str(target)],
-                                capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        out[version] = target
-    return out
-
-
 def has_system_and_several_replies(record: dict[str, Any]) -> bool:
     roles = [m["role"] for m in record["messages"]]
     return "system" in roles and roles.count("assistant") > 1
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
-def test_mistral_jinja_prompts_continue_the_training_ids(mistral: dict[str, Path], version: str) -> None:
+def test_mistral_jinja_prompts_continue_the_training_ids(mistral_tokenizers: dict[str, Path], version: str) -> None:
     """Mistral's v2/v3 templates put the system message into the *last* user turn: a prompt for
     an earlier reply carries it where the training ids do not, so such replies are the one
     exception (the last reply of every conversation still continues its training ids)."""
-    directory = mistral[version]
+    directory = mistral_tokenizers[version]
     encoder = Encoder(directory, template=str(next(directory.glob("*.jinja"))))
     records = conversations() + MULTI_TURN
     if version != "v1":

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-HELP = "compare sftpack's training rendering with the tokenizer's own chat template, token by token"
+HELP = ("compare sftpack's training rendering with the tokenizer's own chat template, token by token, and check "
+        "that chat prompts continue the training ids")
 
 SAMPLES = [
     {"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello, how can I help?"}]},
@@ -21,7 +22,10 @@ SAMPLES = [
 def register(sub: Any) -> None:
     parser = sub.add_parser("template", help="chat template tools", description="Chat template tools.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = actions.add_parser("check", help=HELP, description=HELP + ". Exit 1 if any record differs.")
+    check = actions.add_parser("check", help=HELP, description=HELP + ". A record passes when its training ids "
+                               "equal the tokenizer's template's and, before every trained reply, the generation "
+                               "prompt that chat and samples render is the training ids up to that reply. Exit 1 "
+                               "if any record does not.")
     check.add_argument("data", nargs="?", type=Path, help="a JSONL of OpenAI-format records (default: samples)")
     check.add_argument("--tokenizer", required=True, type=Path)
     check.add_argument("--template", help="the template to check (default: the tokenizer's own)")
@@ -46,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"record {r['record']}: {r['status']}: {r['detail']}")
     same = len(results) - len(differing)
-    print(f"{same}/{len(results)} records token-identical to the tokenizer's chat template")
+    print(f"{same}/{len(results)} records token-identical to the tokenizer's chat template, with generation prompts "
+          "that continue the training ids")
     return 0 if not differing else 1
