@@ -8,6 +8,10 @@ Two steps, because the GPU machine cannot read ../shared:
     python benches/bench_train_gpu.py prepare --out .gpu          # here: packs + tokenizer
     python benches/bench_train_gpu.py run --work .gpu --runs lora:packed,lora:padded,qlora:packed
 
+With `prepare --val-size 0.02` and `run --eval-every 30 --sample-every 30 --steps 30`, one
+evaluation over the validation split and one sample run after the last measured step: their
+cost is reported (eval_s, eval tokens/s, sample_s) without touching the training figures.
+
 `packed`: 4096-token rows from best-fit packing, padding-free batches, model.attention=auto
 (PyTorch varlen flash attention, or flash-attn's). `padded`: the peers' default without packing:
 one conversation per row, rows padded to the longest in the batch, SDPA. Tokens/s count real
@@ -48,7 +52,7 @@ METHODS = {"lora": {"name": "lora", "lora_r": 16, "lora_alpha": 32, "target_modu
            "full": {"name": "full"}}
 
 
-def prepare(out: Path, size_mb: float, max_length: int) -> None:
+def prepare(out: Path, size_mb: float, max_length: int, val_size: float | None) -> None:
     sys.path.insert(0, str(ROOT / "benches"))
     from corpus import write_corpus  # noqa: PLC0415
 
@@ -60,7 +64,8 @@ def prepare(out: Path, size_mb: float, max_length: int) -> None:
     tokenizer = out / "tokenizer"
     shutil.copytree(SHARED / "tokenizers" / "llama3", tokenizer, dirs_exist_ok=True)
     for name, pack in (("packed", True), ("unpacked", False)):
-        summary = preprocess([corpus], tokenizer, out / name, pack=pack, max_length=max_length, overwrite=True)
+        summary = preprocess([corpus], tokenizer, out / name, pack=pack, max_length=max_length, overwrite=True,
+                             val_size=val_size)
         print(name, json.dumps(summary.get("counts", summary))[:300])
     corpus.unlink()
 
@@ -84,7 +89,9 @@ def make_model(work: Path, arch: str) -> Path:
 
 
 def steady_state(metrics: Path, warmup: int) -> dict[str, float]:
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    """Training throughput between the warm-up and the last logged step (evaluations and samples
+    included in the wall time, so run them at the end or not at all when comparing speeds)."""
+    records = [r for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
     first, last = records[warmup - 1], records[-1]
     seconds = last["elapsed_s"] - first["elapsed_s"]
     result = {"tokens_per_s": (last["tokens"] - first["tokens"]) / seconds,
@@ -95,7 +102,7 @@ def steady_state(metrics: Path, warmup: int) -> dict[str, float]:
 
 
 def run_one(work: Path, method: str, layout: str, arch: str, steps: int, warmup: int,
-            gradient_checkpointing: bool) -> dict[str, Any]:
+            gradient_checkpointing: bool, eval_every: int = 0, sample_every: int = 0) -> dict[str, Any]:
     import torch  # noqa: PLC0415
 
     from sftpack.train import load_config, train  # noqa: PLC0415
@@ -109,13 +116,22 @@ def run_one(work: Path, method: str, layout: str, arch: str, steps: int, warmup:
            "method": METHODS[method],
            "data": {"pack": str(work / shape["pack"]), "batch_size": shape["batch_size"]},
            "optim": {"lr": 1e-5 if method == "full" else 1e-4, "max_steps": steps, "scheduler": "constant"},
-           "output": {"dir": str(out), "report_to": []}}
+           "output": {"dir": str(out), "report_to": [], "eval_every": eval_every, "sample_every": sample_every,
+                      "sample_prompts": ["Introduce yourself in one sentence."], "sample_max_new_tokens": 64}}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.monotonic()
     train(load_config(raw=raw))
     result = {"arch": arch, "method": method, "layout": layout, "gradient_checkpointing": gradient_checkpointing,
               "wall_s": round(time.monotonic() - started, 1), **steady_state(out / "metrics.jsonl", warmup)}
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
+    if evals:
+        result["eval_s"] = evals[-1]["eval_s"]
+        validation = json.loads((work / shape["pack"] / "validation" / "manifest.json").read_text())
+        result["eval_tokens_per_s"] = round(validation["counts"]["tokens"] / max(evals[-1]["eval_s"], 1e-9))
+    if (out / "samples.jsonl").is_file():
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        result["sample_s"] = samples[-1]["seconds"] if samples else None
     gc.collect()  # the finished run's model sits in reference cycles: free it before the next run measures memory
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -146,6 +162,7 @@ def main() -> None:
     prep.add_argument("--out", type=Path, default=ROOT / ".gpu")
     prep.add_argument("--size-mb", type=float, default=6.0)
     prep.add_argument("--max-length", type=int, default=4096)
+    prep.add_argument("--val-size", type=float, help="hold out a validation split (for --eval-every)")
     run = sub.add_parser("run", help="train and measure (needs a CUDA GPU)")
     run.add_argument("--work", type=Path, default=ROOT / ".gpu")
     run.add_argument("--runs", default="lora:packed,lora:padded,qlora:packed,qlora:padded",
@@ -154,16 +171,18 @@ def main() -> None:
     run.add_argument("--steps", type=int, default=30)
     run.add_argument("--warmup", type=int, default=5)
     run.add_argument("--gradient-checkpointing", action="store_true")
+    run.add_argument("--eval-every", type=int, default=0, help="evaluate on the validation split every N steps")
+    run.add_argument("--sample-every", type=int, default=0, help="generate a sample every N steps")
     run.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.out, args.size_mb, args.max_length)
+        prepare(args.out, args.size_mb, args.max_length, args.val_size)
         return
     results = []
     for item in args.runs.split(","):
         method, layout = item.split(":")
         results.append(run_one(args.work, method, layout, args.arch, args.steps, args.warmup,
-                               args.gradient_checkpointing))
+                               args.gradient_checkpointing, args.eval_every, args.sample_every))
         print(json.dumps(results[-1]), flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))

@@ -294,11 +294,12 @@ class SFTRecipe:
                                             self.config.model.trust_remote_code)
         autocast = self.compute_dtype if self.compute_dtype != torch.float32 and self.engine is None else None
         for prompt in prompts:
+            started = time.monotonic()
             reply = generate_reply(self.model, self.chat, [{"role": "user", "content": prompt}],
                                    self.config.output.sample_max_new_tokens, autocast_dtype=autocast,
                                    synced_gpus=all_ranks)
             if self.reporter:
-                self.reporter.log_sample(self.step, prompt, reply)
+                self.reporter.log_sample(self.step, prompt, reply, time.monotonic() - started)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, final: bool = False) -> Path:

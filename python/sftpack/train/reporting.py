@@ -93,8 +93,9 @@ class Reporter:
         self._say(f"eval at step {step}: loss {result.loss:.4f} over {result.tokens:,} trained tokens "
                   f"({result.seconds:.1f}s); best {best:.4f} at step {best_step}")
 
-    def log_sample(self, step: int, prompt: str, reply: str) -> None:
-        self.samples.write(json.dumps({"step": step, "prompt": prompt, "reply": reply}, ensure_ascii=False) + "\n")
+    def log_sample(self, step: int, prompt: str, reply: str, seconds: float) -> None:
+        record = {"step": step, "prompt": prompt, "reply": reply, "seconds": round(seconds, 2)}
+        self.samples.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.samples.flush()
         if self.tensorboard is not None:
             self.tensorboard.add_text("samples", f"**{prompt}**\n\n{reply}", step)
