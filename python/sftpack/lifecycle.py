@@ -101,7 +101,8 @@ class ChatSession:
 
         from .train.generate import generate_reply  # noqa: PLC0415
 
-        streamer = TextStreamer(self.chat.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+        streamer = TextStreamer(self.chat.tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                clean_up_tokenization_spaces=False) if stream else None
         text = generate_reply(self.model, self.chat, self.messages(user), max_new_tokens, streamer=streamer)
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
         return text

@@ -128,7 +128,9 @@ class ChatFormat:
     def reply_text(self, generated: list[int]) -> str:
         """The reply in generated ids: up to the first stop token or stop text, decoded."""
         cut = next((i for i, t in enumerate(generated) if t in self.stops.ids), len(generated))
-        text = str(self.tokenizer.decode(generated[:cut], skip_special_tokens=True))
+        # no clean-up: it strips spaces before punctuation, which BPE replies really contain
+        text = str(self.tokenizer.decode(generated[:cut], skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False))
         for stop in self.stops.texts:
             text = text.split(stop, 1)[0]
         return text.strip()
