@@ -128,7 +128,8 @@ def reply_prompt_mismatch(encoder: Any, record: dict[str, Any]) -> dict[str, Any
     return None
 
 
-def template_check(tokenizer: Path, template: str | None, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def template_check(tokenizer: Path, template: str | None, records: list[dict[str, Any]],
+                   template_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Compares sftpack's training ids (with ``template``) against the tokenizer's own chat
     template via transformers, record by record, and checks that the generation prompt chat and
     samples use for each reply continues the training ids; returns the first problem of each."""
@@ -138,7 +139,8 @@ def template_check(tokenizer: Path, template: str | None, records: list[dict[str
     from .errors import RecordError  # noqa: PLC0415
 
     reference = AutoTokenizer.from_pretrained(str(tokenizer))
-    encoder = Encoder(tokenizer, template=template)
+    kwargs = template_kwargs or {}
+    encoder = Encoder(tokenizer, template=template, template_kwargs=kwargs)
     results = []
     for index, record in enumerate(records):
         messages = record.get("messages", record)
@@ -156,7 +158,7 @@ def template_check(tokenizer: Path, template: str | None, records: list[dict[str
                                       f"{mismatch['position']})"})
             continue
         try:
-            rendered: Any = reference.apply_chat_template(messages, tokenize=True, return_dict=True)
+            rendered: Any = reference.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
             theirs = list(rendered["input_ids"])
         except Exception as error:  # the tokenizer's template refuses it
             results.append({"record": index, "status": "rejected by the tokenizer's template", "detail": str(error)})

@@ -30,6 +30,8 @@ def register(sub: Any) -> None:
     check.add_argument("--tokenizer", required=True, type=Path)
     check.add_argument("--template", help="the template to check (default: the tokenizer's own)")
     check.add_argument("-n", type=int, default=100, help="records to compare (default 100)")
+    check.add_argument("--template-kwargs", metavar="JSON", type=json.loads, default=None,
+                       help='extra template variables, e.g. \'{"enable_thinking": false}\'')
     check.set_defaults(run=run)
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             records = [json.loads(line) for line in itertools.islice((x for x in f if x.strip()), args.n)]
     else:
         records = SAMPLES
-    results = template_check(args.tokenizer, args.template, records)
+    results = template_check(args.tokenizer, args.template, records, args.template_kwargs)
     differing = [r for r in results if r["status"] != "identical"]
     for r in differing:
         if r["status"] == "differs":
