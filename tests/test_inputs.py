@@ -53,7 +53,8 @@ def test_gzip_zstd_and_directories(tmp_path: Path, demo_tokenizer: Path) -> None
     (data / "notes.txt").write_text("ignored")
     report = check([data], demo_tokenizer)
     assert report["encoded"] == 2
-    assert [Path(f["path"]).name for f in report["files"]] == ["y.jsonl.zst", "x.jsonl.gz"] or report["encoded"] == 2
+    # a directory stands for its data files in sorted path order, nested ones included
+    assert [Path(f["path"]).name for f in report["files"]] == ["y.jsonl.zst", "x.jsonl.gz"]
 
 
 def test_python_literals_are_invalid_json_with_a_hint(tmp_path: Path, demo_tokenizer: Path) -> None:
@@ -112,6 +113,23 @@ def test_broken_array_reports_where_it_broke(tmp_path: Path, demo_tokenizer: Pat
     report = check([path], demo_tokenizer)
     assert report["encoded"] == 2
     assert "truncated_json" in kinds(report)
+
+
+def test_an_unclosed_string_costs_one_record_not_the_rest_of_the_file(tmp_path: Path, demo_tokenizer: Path) -> None:
+    records = [json.loads(GOOD) for _ in range(6)]
+    text = json.dumps(records, indent=2)  # pretty-printed, as XTuner's docs show arrays
+    broken = text.replace('"content": "hello"', '"content": "hello', 2).replace('"content": "hello', '"content": "hello"', 1)
+    path = tmp_path / "d.json"
+    path.write_text(broken)
+    report = check([path], demo_tokenizer)
+    assert (report["records"], report["encoded"], report["rejected"]) == (6, 5, 1), "the records after it count"
+    example = first_example(report, "invalid_json")
+    assert example["index"] == 1 and "is not closed" in example["message"]
+    assert f"lines {example['line']}-" in example["message"] and "bytes) are skipped as one record" in example["message"]
+    from sftpack.preprocess import preprocess
+
+    counts = preprocess([path], demo_tokenizer, tmp_path / "pack", max_length=256)["manifest"]["counts"]
+    assert (counts["records_read"], counts["packed"], counts["rejected"]) == (6, 5, 1)
 
 
 def test_records_without_trained_tokens_are_dropped_with_a_reason(tmp_path: Path, demo_tokenizer: Path) -> None:

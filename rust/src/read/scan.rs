@@ -2,6 +2,19 @@
 //! top-level values one after another. It only finds where each value starts and ends (strings,
 //! escapes and nesting); parsing happens later, per record, so a bad record never stops the file
 //! unless its framing is broken.
+//!
+//! A string left open (a missing `"`) would swallow the rest of the file. A JSON string cannot
+//! hold a raw line break, so the scanner notices at the end of that line and, in a pretty-printed
+//! file, resynchronizes at the next value that starts a line at the broken value's indentation
+//! after a line ending in `,` (array elements) or `}` (values one after another):
+//!
+//! ```text
+//!  2 |   {"messages": [{"role": "user", "content": "no closing quote}]},   <- broken here
+//!  3 |   {"messages": [...]},                                             <- resumes here
+//! ```
+//!
+//! The broken value becomes one reject that names its line range and size; where no such line
+//! follows, the reject covers everything up to the end of the file, and says so.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -15,6 +28,15 @@ pub struct ValueScanner {
     reader: Box<dyn BufRead + Send>,
     /// Current line (1-based) of the next unread byte.
     line: u64,
+    /// Bytes read on the current line so far.
+    column: u64,
+    /// The last non-whitespace byte of the current line, and of the line before it.
+    line_last: Option<u8>,
+    previous_line_last: Option<u8>,
+    /// Bytes read from the file so far.
+    offset: u64,
+    /// The separator before the next value was consumed while resynchronizing.
+    separator_consumed: bool,
     /// `Some(n)` once the file turned out to be an array; n = next element's index.
     array_index: Option<u64>,
     started: bool,
@@ -28,6 +50,24 @@ enum Step {
     End,
 }
 
+/// How reading one value ended.
+enum ValueEnd {
+    Complete,
+    /// The file ended inside the value.
+    Truncated,
+    /// A string ran into a raw line break: a `"` is missing.
+    OpenString,
+}
+
+/// Where scanning can go on after a broken value.
+enum Resync {
+    /// The next value starts here (its first byte is pushed back).
+    NextValue,
+    /// The array's closing `]` (pushed back).
+    ArrayEnd,
+    EndOfFile,
+}
+
 impl ValueScanner {
     pub fn new(file: u32, path: PathBuf, reader: Box<dyn BufRead + Send>) -> Self {
         ValueScanner {
@@ -35,6 +75,11 @@ impl ValueScanner {
             path,
             reader,
             line: 1,
+            column: 0,
+            line_last: None,
+            previous_line_last: None,
+            offset: 0,
+            separator_consumed: false,
             array_index: None,
             started: false,
             finished: false,
@@ -52,8 +97,16 @@ impl ValueScanner {
             return Ok(None);
         };
         self.reader.consume(1);
+        self.offset += 1;
         if b == b'\n' {
             self.line += 1;
+            self.column = 0;
+            self.previous_line_last = self.line_last.take();
+        } else {
+            self.column += 1;
+            if !b.is_ascii_whitespace() {
+                self.line_last = Some(b);
+            }
         }
         Ok(Some(b))
     }
@@ -115,7 +168,7 @@ impl ValueScanner {
             if first == b']' {
                 return self.expect_end();
             }
-            if index > 0 {
+            if index > 0 && !std::mem::take(&mut self.separator_consumed) {
                 if first != b',' {
                     let line = self.line;
                     return Ok(self.framing_problem(
@@ -138,10 +191,15 @@ impl ValueScanner {
             }
         }
         let line = self.line;
+        let column = self.column.saturating_sub(1);
+        let offset = self.offset.saturating_sub(1);
         self.value.clear();
-        let complete = self.read_value(first)?;
-        if !complete {
-            return Ok(self.framing_problem(line, "truncated_json", "the file ends inside this record".into()));
+        match self.read_value(first)? {
+            ValueEnd::Complete => {}
+            ValueEnd::Truncated => {
+                return Ok(self.framing_problem(line, "truncated_json", "the file ends inside this record".into()))
+            }
+            ValueEnd::OpenString => return self.skip_broken_value(line, column, offset),
         }
         let index = self.array_index;
         if let Some(i) = self.array_index.as_mut() {
@@ -155,8 +213,8 @@ impl ValueScanner {
         }))
     }
 
-    /// Reads one value starting with `first` into `self.value`; false if the file ended inside it.
-    fn read_value(&mut self, first: u8) -> Result<bool> {
+    /// Reads one value starting with `first` into `self.value`.
+    fn read_value(&mut self, first: u8) -> Result<ValueEnd> {
         self.value.push(first);
         if first != b'{' && first != b'[' && first != b'"' {
             return self.read_scalar();
@@ -166,11 +224,12 @@ impl ValueScanner {
         let mut escaped = false;
         while depth > 0 || in_string {
             let Some(b) = self.next_byte()? else {
-                return Ok(false);
+                return Ok(ValueEnd::Truncated);
             };
             self.value.push(b);
             if in_string {
                 match (escaped, b) {
+                    (_, b'\n') => return Ok(ValueEnd::OpenString),
                     (true, _) => escaped = false,
                     (false, b'\\') => escaped = true,
                     (false, b'"') => in_string = false,
@@ -185,18 +244,83 @@ impl ValueScanner {
                 }
             }
         }
-        Ok(true)
+        Ok(ValueEnd::Complete)
     }
 
-    fn read_scalar(&mut self) -> Result<bool> {
+    fn read_scalar(&mut self) -> Result<ValueEnd> {
         loop {
             match self.next_byte()? {
-                None => return Ok(true),
+                None => return Ok(ValueEnd::Complete),
                 Some(b) if b.is_ascii_whitespace() || matches!(b, b',' | b']' | b'{' | b'[') => {
                     self.peeked = Some(b);
-                    return Ok(true);
+                    return Ok(ValueEnd::Complete);
                 }
                 Some(b) => self.value.push(b),
+            }
+        }
+    }
+
+    /// After a string ran into a line break: skips to where the next value starts (see the
+    /// module docs) and reports the skipped bytes as one reject.
+    fn skip_broken_value(&mut self, line: u64, column: u64, offset: u64) -> Result<Step> {
+        let broken_at = self.line - 1;
+        let resync = self.resync(column)?;
+        let last_line = match resync {
+            Resync::EndOfFile if self.column == 0 => self.line - 1,
+            Resync::EndOfFile => self.line,
+            Resync::NextValue | Resync::ArrayEnd => self.line - 1,
+        };
+        let skipped = self.offset - offset - u64::from(!matches!(resync, Resync::EndOfFile));
+        let message = format!(
+            "a string on line {broken_at} is not closed (a `\"` is missing); lines {line}-{last_line} ({skipped} bytes) are skipped as one record{}",
+            if matches!(resync, Resync::EndOfFile) { ", to the end of the file" } else { "" }
+        );
+        let index = self.array_index;
+        if let Some(i) = self.array_index.as_mut() {
+            *i += 1;
+        }
+        self.separator_consumed = true;
+        self.finished = matches!(resync, Resync::EndOfFile);
+        Ok(Step::Record(RawRecord {
+            file: self.file,
+            line,
+            index,
+            text: Err(Problem::new("invalid_json", "", message)
+                .hint("add the missing `\"` (a string cannot hold a raw line break: write \\n), then run again")),
+        }))
+    }
+
+    /// Reads whole lines until one starts, at indentation `column`, a value that follows a line
+    /// ending in the separator of this file's layout; or the array's `]`; or the end of the file.
+    fn resync(&mut self, column: u64) -> Result<Resync> {
+        let separator = if self.array_index.is_some() { b',' } else { b'}' };
+        loop {
+            // at the start of a line: its indentation and first byte
+            let first = loop {
+                match self.next_byte()? {
+                    None => return Ok(Resync::EndOfFile),
+                    Some(b' ' | b'\t' | b'\r') => continue,
+                    Some(b) => break b,
+                }
+            };
+            if first == b'\n' {
+                continue;
+            }
+            let indent = self.column - 1;
+            if first == b'{' && indent == column && self.previous_line_last == Some(separator) {
+                self.peeked = Some(first);
+                return Ok(Resync::NextValue);
+            }
+            if first == b']' && self.array_index.is_some() && indent < column {
+                self.peeked = Some(first);
+                return Ok(Resync::ArrayEnd);
+            }
+            let mut b = first;
+            while b != b'\n' {
+                match self.next_byte()? {
+                    None => return Ok(Resync::EndOfFile),
+                    Some(next) => b = next,
+                }
             }
         }
     }
@@ -282,6 +406,44 @@ mod tests {
         assert_eq!(got.last().map(|g| g.2.clone()), Some(Err("truncated_json")));
         let got = scan("[{\"a\": 1}] x");
         assert_eq!(got.last().map(|g| g.2.clone()), Some(Err("trailing_data")));
+    }
+
+    #[test]
+    fn an_open_string_costs_one_record_and_the_array_goes_on() {
+        let text = "[\n  {\"a\": \"fine\"},\n  {\"a\": \"no end,\n   \"x\": 1},\n  {\"b\": 1,\n   \"c\": 2}\n]\n";
+        let got = scan(text);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], (2, Some(0), Ok("{\"a\": \"fine\"}".into())));
+        assert_eq!((got[1].0, got[1].1, got[1].2.clone()), (3, Some(1), Err("invalid_json")));
+        assert_eq!(got[2], (5, Some(2), Ok("{\"b\": 1,\n   \"c\": 2}".into())), "lines 3-4 were one broken value");
+    }
+
+    #[test]
+    fn an_open_string_in_the_last_element_reaches_the_closing_bracket() {
+        let got = scan("[\n  {\"a\": 1},\n  {\"a\": \"open}\n]\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].2, Err("invalid_json"));
+    }
+
+    #[test]
+    fn without_a_place_to_resume_the_reject_covers_the_rest_and_says_so() {
+        let reader: Box<dyn BufRead + Send> =
+            Box::new(std::io::Cursor::new(b"[{\"a\": \"open\n, 1, 2]".to_vec()));
+        let records: Vec<RawRecord> = ValueScanner::new(0, PathBuf::from("t.json"), reader)
+            .map(|r| r.expect("no io error"))
+            .collect();
+        assert_eq!(records.len(), 1);
+        let problem = records[0].text.clone().expect_err("broken");
+        assert!(problem.message.contains("lines 1-2 (19 bytes)"), "{}", problem.message);
+        assert!(problem.message.contains("to the end of the file"), "{}", problem.message);
+    }
+
+    #[test]
+    fn objects_one_after_another_resume_after_a_closing_brace() {
+        let got = scan("{\n  \"a\": \"open\n}\n{\n  \"b\": 2\n}\n");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].2, Err("invalid_json"));
+        assert_eq!(got[1], (4, None, Ok("{\n  \"b\": 2\n}".into())));
     }
 
     #[test]
