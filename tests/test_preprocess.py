@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sftpack import ConfigError
+from sftpack import ConfigError, InputError
 from sftpack.preprocess import preprocess
 
 from .conftest import DEMO, write_lines
@@ -238,3 +238,19 @@ def test_validation_sizes_that_leave_nothing_to_train_are_refused(tmp_path: Path
     preprocess([data], DEMO, tmp_path / "out", max_length=256, val_size=5)
     preprocess([data], DEMO, tmp_path / "out", max_length=256, overwrite=True)
     assert not (tmp_path / "out" / "validation").exists(), "a re-run without a split removes the old one"
+
+
+def test_overlong_error_stops_the_run_naming_file_line_and_length(tmp_path: Path) -> None:
+    data = dataset(tmp_path, 400)
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as error:
+        preprocess([data], DEMO, out, max_length=150, window=5, overlong="error")
+    message = str(error.value)
+    # line 16 (i = 15) is the first conversation over 150 tokens
+    assert message.startswith(f"{data}:16: the conversation is too long (162 tokens > max_length 150)"), message
+    assert not any(out.iterdir()), "nothing half-written: no shard, manifest, rejects or progress"
+    cli = subprocess.run([sys.executable, "-m", "sftpack", "preprocess", str(data), "--tokenizer", str(DEMO),
+                          "--out", str(out), "--max-length", "150", "--overlong", "error"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 1 and cli.stderr.startswith(f"error: {data}:16:"), cli.stderr
+    assert "hint: raise --max-length" in cli.stderr

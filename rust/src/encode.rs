@@ -61,6 +61,16 @@ impl Encoded {
 pub const DROP_NO_TRAINED_TOKENS: &str = "no_trained_tokens";
 pub const DROP_TOO_LONG: &str = "too_long";
 
+/// The problem of a conversation that `--overlong error` refuses, if `outcome` is one.
+pub fn overlong_stop<'a>(options: &EncodeOptions, outcome: &'a Outcome) -> Option<&'a Problem> {
+    match outcome {
+        Outcome::Dropped(problem) if problem.kind == DROP_TOO_LONG && options.overlong == Overlong::Error => {
+            Some(problem)
+        }
+        _ => None,
+    }
+}
+
 #[derive(Debug)]
 pub enum Outcome {
     Encoded(Encoded),

@@ -25,6 +25,9 @@ pub enum Error {
     Output(String),
     #[error("interrupted; run the same command again to resume from the last completed window")]
     Interrupted,
+    /// `--overlong error`: a conversation longer than max_length stops the job.
+    #[error("{location}: the conversation is too long ({detail}), and --overlong error stops the run; nothing was written\nhint: raise --max-length, or pass --overlong drop (skip and count such records) or --overlong truncate")]
+    Overlong { location: String, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

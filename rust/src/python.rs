@@ -45,7 +45,7 @@ fn to_py(error: Error) -> PyErr {
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
             _ => PyOSError::new_err(message),
         },
-        Error::Input(_) => InputError::new_err(message),
+        Error::Input(_) | Error::Overlong { .. } => InputError::new_err(message),
         Error::Tokenizer(_) => TokenizerError::new_err(message),
         Error::Template(_) => TemplateError::new_err(message),
         Error::Config(_) => ConfigError::new_err(message),

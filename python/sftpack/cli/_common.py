@@ -24,7 +24,9 @@ def add_engine_arguments(
                         help="dataset format; default: detected per file")
     parser.add_argument("--max-length", type=int, metavar="N", help="longest conversation in tokens")
     parser.add_argument("--overlong", choices=["drop", "truncate", "error"], default="drop",
-                        help="what to do with conversations over --max-length (default: drop)")
+                        help="conversations over --max-length: drop (skip, counted in rejects; default), "
+                             "truncate (keep the first max-length tokens) or error (preprocess stops, naming "
+                             "file and line, and writes nothing)")
     parser.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
     parser.add_argument("--template-kwargs", metavar="JSON", type=json.loads, default=None,
                         help='extra template variables, e.g. \'{"enable_thinking": false}\'')

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::encode::Outcome;
+use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::pipeline::StreamProgress;
 use crate::pipeline::{build_encoder, forced_format, stream, JobConfig};
@@ -126,6 +126,13 @@ impl Run<'_> {
     fn take(&mut self, raw: &RawRecord, outcome: Outcome) -> Result<()> {
         let position = self.records_consumed;
         let file_name = &self.files[raw.file as usize];
+        if let Some(problem) = overlong_stop(&self.config.job.encode, &outcome) {
+            let element = raw.index.map_or(String::new(), |i| format!(" (element {i})"));
+            return Err(Error::Overlong {
+                location: format!("{}:{}{element}", file_name.display(), raw.line),
+                detail: problem.message.clone(),
+            });
+        }
         let sink = match &mut self.validation {
             Some((sink, selection)) if selection.contains(position) => sink,
             _ => &mut self.train,
@@ -271,7 +278,7 @@ pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress)
             rows,
         })
     };
-    stream(
+    let streamed = stream(
         &files,
         forced,
         &encoder,
@@ -279,7 +286,13 @@ pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress)
         records_consumed,
         &mut on_record,
         &mut on_batch,
-    )?;
+    );
+    if let Err(error @ Error::Overlong { .. }) = streamed {
+        // These settings can never finish: leave no half-made pack behind to resume.
+        clear_output(out, &validation_dir)?;
+        return Err(error);
+    }
+    streamed?;
     run.flush_windows()?;
     let manifest = write_manifests(&run, &provenance, out)?;
     let progress_path = out.join("progress.json");
