@@ -254,3 +254,26 @@ def test_overlong_error_stops_the_run_naming_file_line_and_length(tmp_path: Path
                          capture_output=True, text=True)
     assert cli.returncode == 1 and cli.stderr.startswith(f"error: {data}:16:"), cli.stderr
     assert "hint: raise --max-length" in cli.stderr
+
+
+@pytest.mark.parametrize("edit", ["bos_token", "legacy", "chat_template.jinja"])
+def test_the_key_sees_every_tokenizer_file_that_can_change_ids(tmp_path: Path, edit: str) -> None:
+    import shutil
+
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(DEMO, tokenizer)
+    data, out = dataset(tmp_path, 50), tmp_path / "out"
+    first = preprocess([data], tokenizer, out, max_length=256)["manifest"]
+    assert set(first["tokenizer"]["files"]) >= {"tokenizer.json", "tokenizer_config.json"}
+    assert preprocess([data], tokenizer, out, max_length=256)["status"] == "up to date"
+    config_path = tokenizer / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    if edit == "chat_template.jinja":
+        (tokenizer / edit).write_text(config["chat_template"].replace("<|im_start|>", "<|im_start|> "))
+    else:
+        config[edit] = "<|im_start|>" if edit == "bos_token" else True
+        config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="other inputs or settings"):
+        preprocess([data], tokenizer, out, max_length=256)
+    second = preprocess([data], tokenizer, out, max_length=256, overwrite=True)["manifest"]
+    assert second["key"] != first["key"] and second["engine_build"] == first["engine_build"]

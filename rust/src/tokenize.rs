@@ -44,6 +44,10 @@ pub struct TokenizerBundle {
     pub config: serde_json::Map<String, Value>,
     /// sha256 of tokenizer.json: identifies the vocabulary in manifests.
     pub sha256: String,
+    /// (file name, sha256) of every file the tokenizer was loaded from: tokenizer.json and the
+    /// config and chat template files beside it. A pack's key covers them all, since any of
+    /// them can change the ids.
+    pub files: Vec<(String, String)>,
     pub path: PathBuf,
 }
 
@@ -182,6 +186,10 @@ fn read_json_object(path: &Path) -> Result<serde_json::Map<String, Value>> {
     }
 }
 
+/// The files beside tokenizer.json that the engine reads: special tokens, the tokenizer class,
+/// `legacy`/`add_prefix_space`, and the chat template.
+const CONFIG_FILES: [&str; 3] = ["tokenizer_config.json", "chat_template.jinja", "chat_template.json"];
+
 fn load_chat_template(dir: &Path, config: &serde_json::Map<String, Value>) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
@@ -235,15 +243,16 @@ impl TokenizerBundle {
             None => (tokenizer, None),
         };
         let chat_template = load_chat_template(&dir, &config)?;
-        let sha256 = hex_sha256(text.as_bytes());
-        Ok(Self::assemble(
-            current,
-            as_file,
-            config,
-            chat_template,
-            sha256,
-            json_path,
-        ))
+        let name = json_path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let mut files = vec![(name, hex_sha256(text.as_bytes()))];
+        for name in CONFIG_FILES {
+            let path = dir.join(name);
+            if path.is_file() {
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                files.push((name.to_string(), hex_sha256(&bytes)));
+            }
+        }
+        Ok(Self::assemble(current, as_file, config, chat_template, files, json_path))
     }
 
     fn assemble(
@@ -251,7 +260,7 @@ impl TokenizerBundle {
         as_file: Option<Pipeline>,
         config: serde_json::Map<String, Value>,
         chat_template: Option<String>,
-        sha256: String,
+        files: Vec<(String, String)>,
         path: PathBuf,
     ) -> Self {
         let special = SpecialTokens {
@@ -278,7 +287,8 @@ impl TokenizerBundle {
                 .map(str::to_string),
             chat_template,
             config,
-            sha256,
+            sha256: files.first().map(|(_, sha)| sha.clone()).unwrap_or_default(),
+            files,
             path,
         }
     }

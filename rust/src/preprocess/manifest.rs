@@ -17,6 +17,9 @@ use crate::tokenize::hex_sha256;
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
 pub const FORMAT_VERSION: u32 = 1;
+pub(super) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// A hash of the engine's sources, built-in templates and locked dependencies (build.rs).
+pub(super) const ENGINE_BUILD: &str = env!("SFTPACK_ENGINE_BUILD");
 /// The validation split's folder inside a pack.
 pub const VALIDATION_DIR: &str = "validation";
 
@@ -77,10 +80,20 @@ pub(super) struct Provenance {
 impl Provenance {
     pub(super) fn new(config: &PreprocessConfig, encoder: &Encoder, inputs: Vec<InputInfo>) -> Self {
         let settings = output_settings(config);
+        let tokenizer_files: serde_json::Map<String, Value> = encoder
+            .tokenizer
+            .files
+            .iter()
+            .map(|(name, sha)| (name.clone(), json!(sha)))
+            .collect();
+        // Everything that can change a byte of the output: the input bytes, every tokenizer
+        // file the engine read, the template, the settings (template kwargs, lengths, seed,
+        // split), and the engine build.
         let key_material = json!({
-            "engine": env!("CARGO_PKG_VERSION"),
+            "engine": ENGINE_VERSION,
+            "engine_build": ENGINE_BUILD,
             "inputs": inputs.iter().map(|i| &i.sha256).collect::<Vec<_>>(),
-            "tokenizer": encoder.tokenizer.sha256,
+            "tokenizer_files": tokenizer_files,
             "template": encoder.template.sha256(),
             "settings": settings,
         });
@@ -90,6 +103,7 @@ impl Provenance {
             tokenizer: json!({
                 "path": encoder.tokenizer.path.display().to_string(),
                 "sha256": encoder.tokenizer.sha256,
+                "files": tokenizer_files,
                 "vocab_size": encoder.tokenizer.vocab_size(),
                 "special_tokens": encoder.tokenizer.special,
             }),
@@ -113,7 +127,8 @@ impl Provenance {
         let mut manifest = json!({
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
-            "sftpack_version": env!("CARGO_PKG_VERSION"),
+            "sftpack_version": ENGINE_VERSION,
+            "engine_build": ENGINE_BUILD,
             "key": self.key,
             "inputs": self.inputs,
             "tokenizer": self.tokenizer,
