@@ -148,3 +148,63 @@ def test_each_assistant_turn_is_trained_through_its_end_of_turn_token(
         # Phi-3's template closes the whole conversation with EOS, which is trained with it.
         assert text.endswith(end_of_turn) or text.endswith(end_of_turn + eos), texts
         assert answer in text and "user" not in text and "What" not in text, texts
+
+
+def tool_call_conversations(content_null: bool) -> list[dict[str, Any]]:
+    """The glaive tool-calling demo (shared/data) in OpenAI form: calls as `tool_calls` on
+    assistant messages whose content is null, as OpenAI's API writes them (or "")."""
+    rows = json.loads(shared_path("datasets", "toolcall", "glaive_toolcall_en_demo.json").read_text())
+    records = []
+    for row in rows:
+        messages: list[dict[str, Any]] = []
+        for turn in row["conversations"]:
+            if turn["from"] == "function_call":
+                call = json.loads(turn["value"])
+                messages.append({"role": "assistant", "content": None if content_null else "",
+                                 "tool_calls": [{"type": "function", "function": call}]})
+            else:
+                role = {"human": "user", "gpt": "assistant", "observation": "tool"}[turn["from"]]
+                messages.append({"role": role, "content": turn["value"]})
+        tools = [{"type": "function", "function": f} for f in json.loads(row["tools"] or "[]")]
+        records.append({"messages": messages, "tools": tools})
+    return records
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_tool_call_turns_are_located_and_trained(thinking: bool, tokenizer_dir: Callable[[str], Path]) -> None:
+    """Qwen3, thinking on and off (off: history turns differ from the generation prompt): every
+    tool-calling conversation encodes as transformers renders it, and each assistant turn — a
+    call or a reply — is trained through <|im_end|>, nothing else."""
+    path = tokenizer_dir("qwen3")
+    reference = transformers.AutoTokenizer.from_pretrained(str(path))
+    kwargs = {"enable_thinking": thinking}
+    encoder = Encoder(path, template_kwargs=kwargs)
+    calls = 0
+    for record in tool_call_conversations(content_null=True):
+        out = encoder.encode(record)
+        messages = [{**m, "content": m["content"] or ""} for m in record["messages"]]
+        expected = reference.apply_chat_template(messages, tools=record["tools"], tokenize=True, return_dict=True,
+                                                 **kwargs)["input_ids"]
+        assert out.input_ids == list(expected)
+        runs = [encoder.decode(r) for r in runs_of_trained_tokens(out.input_ids, out.loss_mask)]
+        assistant = [m for m in messages if m["role"] == "assistant"]
+        assert len(runs) == len(assistant), (runs, assistant)
+        for run, message in zip(runs, assistant, strict=True):
+            assert run.endswith("<|im_end|>") and "<|im_start|>" not in run and "<tool_response>" not in run
+            if message.get("tool_calls"):
+                calls += 1
+                name = message["tool_calls"][0]["function"]["name"]
+                assert run.startswith("<tool_call>") and f'"name": "{name}"' in run, run
+            else:
+                assert message["content"].strip()[:30] in run
+    assert calls >= 200
+
+
+def runs_of_trained_tokens(ids: list[int], mask: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = [[]]
+    for token, trained in zip(ids, mask, strict=True):
+        if trained:
+            runs[-1].append(token)
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if r]

@@ -181,7 +181,7 @@ pub fn render_jinja(
 ) -> Result<Rendered, Problem> {
     let renderer = Renderer::new(template, traits, conversation, kwargs);
     let text = renderer.render(conversation.messages.len(), false)?;
-    let trained = match trained_spans(&renderer, &text, conversation, traits) {
+    let trained = match trained_spans(&renderer, &text, conversation, traits, tokenizer) {
         Ok(trained) => trained,
         Err(problem) => {
             spans_around_tools_block(template, traits, tokenizer, conversation, kwargs, &text).ok_or(problem)?
@@ -197,6 +197,7 @@ fn trained_spans(
     text: &str,
     conversation: &Conversation,
     traits: &TemplateTraits,
+    tokenizer: &TokenizerBundle,
 ) -> Result<Vec<Range<usize>>, Problem> {
     let mut trained = Vec::new();
     let mut cursor = 0;
@@ -208,7 +209,8 @@ fn trained_spans(
             .render(i, message.role == Role::Assistant)
             .ok()
             .filter(|prefix| text.starts_with(prefix.as_str()) && prefix.len() >= cursor)
-            .map(|prefix| prefix.len());
+            .map(|prefix| prefix.len())
+            .or_else(|| generation_prompt_divergence(renderer, text, i, cursor, message, tokenizer));
         let end = renderer
             .render_closed(i + 1)
             .ok()
@@ -231,6 +233,36 @@ fn trained_spans(
         trained.push(span);
     }
     Ok(trained)
+}
+
+/// Where an assistant message without content (a tool call) starts when the generation prompt
+/// is not a prefix of the whole rendering (Qwen3 with `enable_thinking: false` puts an empty
+/// think block in the prompt that history turns lack). Only where the turns before the message
+/// render exactly as in the whole: the span then starts where the whole and the generation
+/// prompt part, moved back to just after a special token or whitespace (so it never splits a
+/// token such as `<tool_call>` that starts like `<think>`).
+fn generation_prompt_divergence(
+    renderer: &Renderer<'_>,
+    text: &str,
+    i: usize,
+    cursor: usize,
+    message: &crate::schema::Message,
+    tokenizer: &TokenizerBundle,
+) -> Option<usize> {
+    if message.role != Role::Assistant || !message.text().trim().is_empty() {
+        return None;
+    }
+    let history = renderer.render_closed(i).ok().filter(|h| text.starts_with(h.as_str()))?;
+    let prompt = renderer.render(i, true).ok()?;
+    let shared = prompt.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
+    let floor = history.len().max(cursor);
+    let token_ends: Vec<usize> = tokenizer.special_tokens_in(&text[..shared]).iter().map(|r| r.end).collect();
+    (floor..=shared)
+        .rev()
+        .find(|&p| {
+            text.is_char_boundary(p)
+                && (token_ends.contains(&p) || text[..p].ends_with(|c: char| c.is_whitespace()))
+        })
 }
 
 /// Mistral's v2/v3 templates put the tools block before the *last* user turn, so no prefix of

@@ -72,14 +72,13 @@ impl Message {
         self.content.as_deref().unwrap_or("")
     }
 
-    /// The message as a chat template sees it.
+    /// The message as a chat template sees it. Missing content (OpenAI's API writes `"content":
+    /// null` beside `tool_calls`) is the empty string, which templates that test or search the
+    /// content (Qwen3's `'</think>' in content`) accept.
     pub fn to_template_value(&self) -> Value {
         let mut map = Map::new();
         map.insert("role".into(), Value::String(self.role.as_str().into()));
-        map.insert(
-            "content".into(),
-            self.content.clone().map_or(Value::Null, Value::String),
-        );
+        map.insert("content".into(), Value::String(self.text().to_string()));
         for (k, v) in &self.extra {
             map.insert(k.clone(), v.clone());
         }
