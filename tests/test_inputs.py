@@ -118,14 +118,17 @@ def test_broken_array_reports_where_it_broke(tmp_path: Path, demo_tokenizer: Pat
 def test_an_unclosed_string_costs_one_record_not_the_rest_of_the_file(tmp_path: Path, demo_tokenizer: Path) -> None:
     records = [json.loads(GOOD) for _ in range(6)]
     text = json.dumps(records, indent=2)  # pretty-printed, as XTuner's docs show arrays
-    broken = text.replace('"content": "hello"', '"content": "hello', 2).replace('"content": "hello', '"content": "hello"', 1)
+    # the second reply's closing quote is missing
+    broken = text.replace('"content": "hello"', '"content": "hello', 2)
+    broken = broken.replace('"content": "hello', '"content": "hello"', 1)
     path = tmp_path / "d.json"
     path.write_text(broken)
     report = check([path], demo_tokenizer)
     assert (report["records"], report["encoded"], report["rejected"]) == (6, 5, 1), "the records after it count"
     example = first_example(report, "invalid_json")
     assert example["index"] == 1 and "is not closed" in example["message"]
-    assert f"lines {example['line']}-" in example["message"] and "bytes) are skipped as one record" in example["message"]
+    assert f"lines {example['line']}-" in example["message"]
+    assert "bytes) are skipped as one record" in example["message"]
     from sftpack.preprocess import preprocess
 
     counts = preprocess([path], demo_tokenizer, tmp_path / "pack", max_length=256)["manifest"]["counts"]

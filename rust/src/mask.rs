@@ -252,17 +252,21 @@ fn generation_prompt_divergence(
     if message.role != Role::Assistant || !message.text().trim().is_empty() {
         return None;
     }
-    let history = renderer.render_closed(i).ok().filter(|h| text.starts_with(h.as_str()))?;
+    let history = renderer
+        .render_closed(i)
+        .ok()
+        .filter(|h| text.starts_with(h.as_str()))?;
     let prompt = renderer.render(i, true).ok()?;
     let shared = prompt.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
     let floor = history.len().max(cursor);
-    let token_ends: Vec<usize> = tokenizer.special_tokens_in(&text[..shared]).iter().map(|r| r.end).collect();
-    (floor..=shared)
-        .rev()
-        .find(|&p| {
-            text.is_char_boundary(p)
-                && (token_ends.contains(&p) || text[..p].ends_with(|c: char| c.is_whitespace()))
-        })
+    let token_ends: Vec<usize> = tokenizer
+        .special_tokens_in(&text[..shared])
+        .iter()
+        .map(|r| r.end)
+        .collect();
+    (floor..=shared).rev().find(|&p| {
+        text.is_char_boundary(p) && (token_ends.contains(&p) || text[..p].ends_with(|c: char| c.is_whitespace()))
+    })
 }
 
 /// Mistral's v2/v3 templates put the tools block before the *last* user turn, so no prefix of

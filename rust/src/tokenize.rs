@@ -243,7 +243,9 @@ impl TokenizerBundle {
             None => (tokenizer, None),
         };
         let chat_template = load_chat_template(&dir, &config)?;
-        let name = json_path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let name = json_path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
         let mut files = vec![(name, hex_sha256(text.as_bytes()))];
         for name in CONFIG_FILES {
             let path = dir.join(name);
@@ -252,7 +254,14 @@ impl TokenizerBundle {
                 files.push((name.to_string(), hex_sha256(&bytes)));
             }
         }
-        Ok(Self::assemble(current, as_file, config, chat_template, files, json_path))
+        Ok(Self::assemble(
+            current,
+            as_file,
+            config,
+            chat_template,
+            files,
+            json_path,
+        ))
     }
 
     fn assemble(

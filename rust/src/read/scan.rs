@@ -414,8 +414,15 @@ mod tests {
         let got = scan(text);
         assert_eq!(got.len(), 3, "{got:?}");
         assert_eq!(got[0], (2, Some(0), Ok("{\"a\": \"fine\"}".into())));
-        assert_eq!((got[1].0, got[1].1, got[1].2.clone()), (3, Some(1), Err("invalid_json")));
-        assert_eq!(got[2], (5, Some(2), Ok("{\"b\": 1,\n   \"c\": 2}".into())), "lines 3-4 were one broken value");
+        assert_eq!(
+            (got[1].0, got[1].1, got[1].2.clone()),
+            (3, Some(1), Err("invalid_json"))
+        );
+        assert_eq!(
+            got[2],
+            (5, Some(2), Ok("{\"b\": 1,\n   \"c\": 2}".into())),
+            "lines 3-4 were one broken value"
+        );
     }
 
     #[test]
@@ -427,15 +434,18 @@ mod tests {
 
     #[test]
     fn without_a_place_to_resume_the_reject_covers_the_rest_and_says_so() {
-        let reader: Box<dyn BufRead + Send> =
-            Box::new(std::io::Cursor::new(b"[{\"a\": \"open\n, 1, 2]".to_vec()));
+        let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(b"[{\"a\": \"open\n, 1, 2]".to_vec()));
         let records: Vec<RawRecord> = ValueScanner::new(0, PathBuf::from("t.json"), reader)
             .map(|r| r.expect("no io error"))
             .collect();
         assert_eq!(records.len(), 1);
         let problem = records[0].text.clone().expect_err("broken");
         assert!(problem.message.contains("lines 1-2 (19 bytes)"), "{}", problem.message);
-        assert!(problem.message.contains("to the end of the file"), "{}", problem.message);
+        assert!(
+            problem.message.contains("to the end of the file"),
+            "{}",
+            problem.message
+        );
     }
 
     #[test]
