@@ -70,12 +70,49 @@ impl CheckReport {
     }
 }
 
-fn percentile(sorted: &[usize], q: f64) -> usize {
-    if sorted.is_empty() {
-        return 0;
+/// Conversation lengths as a count per distinct length: exact percentiles in memory that grows
+/// with the number of distinct lengths (at most the longest conversation's token count), not
+/// with the number of records.
+#[derive(Debug, Default)]
+struct LengthHistogram {
+    counts: BTreeMap<usize, u64>,
+    records: u64,
+    tokens: u64,
+}
+
+impl LengthHistogram {
+    fn add(&mut self, length: usize) {
+        *self.counts.entry(length).or_default() += 1;
+        self.records += 1;
+        self.tokens += length as u64;
     }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+
+    /// The smallest length with at least `q` of the records at or below it (nearest rank).
+    fn percentile(&self, q: f64) -> usize {
+        let rank = ((q * self.records as f64).ceil() as u64).clamp(1, self.records.max(1));
+        let mut seen = 0;
+        for (&length, &count) in &self.counts {
+            seen += count;
+            if seen >= rank {
+                return length;
+            }
+        }
+        0
+    }
+
+    fn stats(&self) -> LengthStats {
+        LengthStats {
+            p50: self.percentile(0.5),
+            p90: self.percentile(0.9),
+            p99: self.percentile(0.99),
+            max: self.counts.keys().next_back().copied().unwrap_or(0),
+            mean: if self.records == 0 {
+                0.0
+            } else {
+                self.tokens as f64 / self.records as f64
+            },
+        }
+    }
 }
 
 fn note(map: &mut BTreeMap<String, KindReport>, keep: usize, file: &str, raw: &RawRecord, problem: Problem) {
@@ -109,7 +146,7 @@ pub fn check(config: &JobConfig) -> Result<CheckReport> {
             .collect(),
         ..CheckReport::default()
     };
-    let mut lengths = Vec::new();
+    let mut lengths = LengthHistogram::default();
     let keep = config.examples_per_kind;
     let mut on_record = |format: Option<Format>, raw: RawRecord, outcome: Outcome| {
         let file_report = &mut report.files[raw.file as usize];
@@ -123,7 +160,7 @@ pub fn check(config: &JobConfig) -> Result<CheckReport> {
                 report.truncated += u64::from(e.truncated);
                 report.tokens += e.ids.len() as u64;
                 report.trained_tokens += e.trained_tokens() as u64;
-                lengths.push(e.ids.len());
+                lengths.add(e.ids.len());
             }
             Outcome::Rejected(problems) => {
                 report.rejected += 1;
@@ -141,18 +178,7 @@ pub fn check(config: &JobConfig) -> Result<CheckReport> {
     stream(&files, forced, &encoder, config.threads, 0, &mut on_record, &mut |_| {
         true
     })?;
-    lengths.sort_unstable();
-    report.lengths = LengthStats {
-        p50: percentile(&lengths, 0.5),
-        p90: percentile(&lengths, 0.9),
-        p99: percentile(&lengths, 0.99),
-        max: lengths.last().copied().unwrap_or(0),
-        mean: if lengths.is_empty() {
-            0.0
-        } else {
-            lengths.iter().sum::<usize>() as f64 / lengths.len() as f64
-        },
-    };
+    report.lengths = lengths.stats();
     Ok(report)
 }
 
@@ -253,4 +279,33 @@ pub fn samples(config: &JobConfig, n: usize) -> Result<Vec<Sample>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::SplitMix64;
+
+    fn sorted_percentile(sorted: &[usize], q: f64) -> usize {
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    #[test]
+    fn histogram_percentiles_equal_those_of_the_sorted_lengths() {
+        let mut rng = SplitMix64::new(3);
+        for n in [1, 2, 10, 999, 20_000] {
+            let lengths: Vec<usize> = (0..n).map(|_| 1 + (rng.next_u64() % 3000) as usize).collect();
+            let mut histogram = LengthHistogram::default();
+            lengths.iter().for_each(|&l| histogram.add(l));
+            let mut sorted = lengths.clone();
+            sorted.sort_unstable();
+            for q in [0.5, 0.9, 0.99, 1.0] {
+                assert_eq!(histogram.percentile(q), sorted_percentile(&sorted, q), "n={n} q={q}");
+            }
+            assert_eq!(histogram.stats().max, sorted[n - 1]);
+            assert!(histogram.counts.len() <= 3000, "one counter per distinct length");
+        }
+        assert_eq!(LengthHistogram::default().stats().p50, 0);
+    }
 }
