@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from sftpack import Encoder, check
 
@@ -39,3 +41,31 @@ def test_real_datasets_of_every_format(tokenizer_dir, demo_tokenizer: Path) -> N
     assert report["records"] == report["encoded"] + report["rejected"] + report["dropped"]
     # identity.json's literal {{name}} placeholders are data, not template code.
     assert report["encoded"] > 0.95 * report["records"]
+
+
+def top_ranked_path(node: dict[str, Any]) -> list[dict[str, str]]:
+    """The conversation the oasst_tree format reads from a message tree, written out plainly:
+    from the root, the best-ranked reply not deleted nor failed in review, down to a leaf."""
+    messages = []
+    while node is not None:
+        messages.append({"role": "user" if node["role"] == "prompter" else "assistant", "content": node["text"]})
+        usable = [(r.get("rank") if r.get("rank") is not None else float("inf"), i, r)
+                  for i, r in enumerate(node.get("replies") or [])
+                  if not r.get("deleted") and r.get("review_result") is not False]
+        node = min(usable, key=lambda t: (t[0], t[1]))[2] if usable else None
+    return messages[:-1] if messages[-1]["role"] == "user" else messages
+
+
+def test_oasst_message_trees_become_their_top_ranked_conversation(tokenizer_dir) -> None:  # type: ignore[no-untyped-def]
+    path = shared_path("datasets", "oasst", "en_100_message.jsonl")
+    trees = [json.loads(line) for line in path.read_text().splitlines()]
+    encoder = Encoder(tokenizer_dir("qwen3"))
+    report = check([path], tokenizer_dir("qwen3"))
+    assert report["files"][0]["format"] == "oasst_tree"
+    assert (report["records"], report["encoded"]) == (100, 100)
+    multi_turn = 0
+    for tree in trees:
+        expected = top_ranked_path(tree)
+        multi_turn += len(expected) > 2
+        assert encoder.encode(tree) == encoder.encode(expected)
+    assert multi_turn > 0

@@ -20,7 +20,7 @@ def add_engine_arguments(
     parser.add_argument("--template", metavar="T",
                         help="built-in XTuner template name (see `sftpack templates list`) or a .jinja "
                              "file; default: the tokenizer's own chat template")
-    parser.add_argument("--format", choices=["openai", "xtuner", "alpaca", "sharegpt", "oasst"],
+    parser.add_argument("--format", choices=["openai", "xtuner", "alpaca", "sharegpt", "oasst_tree", "oasst"],
                         help="dataset format; default: detected per file")
     parser.add_argument("--max-length", type=int, metavar="N", help="longest conversation in tokens")
     parser.add_argument("--overlong", choices=["drop", "truncate", "error"], default="drop",

@@ -9,6 +9,7 @@
 //! - `oasst`: `{"text": "### Human: ... ### Assistant: ..."}` (openassistant-guanaco)
 
 mod formats;
+mod oasst_tree;
 mod openai;
 
 use serde::Serialize;
@@ -102,15 +103,21 @@ pub enum Format {
     Xtuner,
     Alpaca,
     ShareGpt,
+    /// OpenAssistant message trees (the oasst1/oasst2 export).
+    #[serde(rename = "oasst_tree")]
+    OasstTree,
+    /// openassistant-guanaco's "### Human: ... ### Assistant: ..." text.
     Oasst,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
+    /// In detection order: a message tree has `text` too, so it is told apart first.
+    pub const ALL: [Format; 6] = [
         Format::OpenAi,
         Format::Xtuner,
         Format::Alpaca,
         Format::ShareGpt,
+        Format::OasstTree,
         Format::Oasst,
     ];
 
@@ -120,6 +127,7 @@ impl Format {
             Format::Xtuner => "xtuner",
             Format::Alpaca => "alpaca",
             Format::ShareGpt => "sharegpt",
+            Format::OasstTree => "oasst_tree",
             Format::Oasst => "oasst",
         }
     }
@@ -135,6 +143,7 @@ impl Format {
             Format::Xtuner => "conversation",
             Format::Alpaca => "instruction",
             Format::ShareGpt => "conversations",
+            Format::OasstTree => "replies",
             Format::Oasst => "text",
         }
     }
@@ -233,6 +242,7 @@ pub fn to_conversation(format: Format, record: &Map<String, Value>) -> Result<Co
         Format::Xtuner => formats::xtuner(record),
         Format::Alpaca => formats::alpaca(record),
         Format::ShareGpt => formats::sharegpt(record),
+        Format::OasstTree => oasst_tree::parse(record),
         Format::Oasst => formats::oasst(record),
     }
 }
