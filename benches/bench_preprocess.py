@@ -5,6 +5,7 @@ Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py)
 - the ratio to the floor: HF `tokenizers` encode_batch on the already-rendered text, same threads;
 - the ratio to a Python pipeline of the peers' kind: datasets.map (num_proc = threads) with
   transformers apply_chat_template and per-record labels from prefix renderings;
+- the cost of a trivial (identity) map function, run in the engine's loop as a stage;
 - packing efficiency at 2048 / 4096 / 8192;
 - peak RSS at 1x and 4x the corpus size (flat = bounded memory).
 
@@ -42,9 +43,10 @@ def peak_mb():
             return int(line.split()[1]) / 1024
     return float("nan")
 
-data, tokenizer, out, threads, max_length = sys.argv[1:6]
+data, tokenizer, out, threads, max_length, map_fn = sys.argv[1:7]
 start = time.perf_counter()
-result = preprocess([data], tokenizer, out, threads=int(threads), max_length=int(max_length), overwrite=True)
+result = preprocess([data], tokenizer, out, threads=int(threads), max_length=int(max_length), overwrite=True,
+                    map_fn=map_fn or None)
 seconds = time.perf_counter() - start
 counts = result["manifest"]["counts"]
 print(json.dumps({"seconds": seconds, "tokens": counts["tokens"], "records": counts["records_read"],
@@ -94,9 +96,14 @@ print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}))
 """
 
 
-def run_sftpack(data: Path, tokenizer: Path, out: Path, threads: int, max_length: int) -> dict[str, Any]:
+def run_sftpack(data: Path, tokenizer: Path, out: Path, threads: int, max_length: int,
+                map_fn: str = "") -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)  # a finished pack would make the run a no-op
-    return child_json(SFTPACK, str(data), str(tokenizer), str(out), str(threads), str(max_length), threads=threads)
+    return child_json(SFTPACK, str(data), str(tokenizer), str(out), str(threads), str(max_length), map_fn,
+                      threads=threads)
+
+
+IDENTITY = "def identity(record):\n    return record\n"
 
 
 def rendered_texts(tokenizer: Path, data: Path, target: Path) -> None:
@@ -140,6 +147,7 @@ def main() -> int:
     parser.add_argument("--tokenizer", default="qwen3", help="a tokenizer name under shared/data/tokenizers")
     parser.add_argument("--skip-peer", action="store_true", help="skip the datasets.map pipeline")
     parser.add_argument("--skip-scaling", action="store_true", help="skip the 4x-size RSS run")
+    parser.add_argument("--skip-map", action="store_true", help="skip the run with a trivial map function")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of sftpack and of the floor, alternated; the fastest of each counts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -159,13 +167,21 @@ def main() -> int:
         rendered_texts(tok, data, work / "rendered.json")
         if args.save_rendered:
             shutil.copy(work / "rendered.json", args.save_rendered)
-        runs, floors = [], []
-        for _ in range(args.repeat):  # alternated, so load on the shared machine hits both alike
+        (work / "identity.py").write_text(IDENTITY)
+        runs, floors, mapped = [], [], []
+        for _ in range(args.repeat):  # alternated, so load on the shared machine hits all alike
             runs.append(run_sftpack(data, tok, work / "pack4096", args.threads, 4096))
             floors.append(child_json(FLOOR, str(tok / "tokenizer.json"), str(work / "rendered.json"),
                                      threads=args.threads))
+            if not args.skip_map:
+                mapped.append(run_sftpack(data, tok, work / "mapped", args.threads, 4096,
+                                          f"{work / 'identity.py'}:identity"))
         main_run = min(runs, key=lambda r: r["seconds"])
         floor = min(floors, key=lambda r: r["seconds"])
+        if mapped:
+            fastest = min(mapped, key=lambda r: r["seconds"])
+            figures["with_map_fn"] = {**fastest, "tokens_per_s": fastest["tokens"] / fastest["seconds"],
+                                      "ratio_to_unmapped": main_run["seconds"] / fastest["seconds"]}
         # Fixed start-up (tokenizer load, template probes): a run on a handful of conversations.
         tiny = work / "tiny.jsonl"
         tiny.write_text("".join(data.open().readlines()[:10]))
@@ -211,6 +227,10 @@ def report(f: dict[str, Any]) -> None:
     print(f"  floor       {f['floor']['tokens_per_s']:>12,.0f} tokens/s  (tokenizers encode_batch on rendered text)"
           f"  -> ratio {f['ratio_to_floor']:.2f} end to end, {f['steady_ratio_to_floor']:.2f} without start-up"
           " (target >= 0.8)")
+    if "with_map_fn" in f:
+        m = f["with_map_fn"]
+        print(f"  map fn      {m['tokens_per_s']:>12,.0f} tokens/s  with an identity map function in the loop"
+              f"  -> {m['ratio_to_unmapped']:.2f}x the speed without one")
     if "peer_python" in f:
         print(f"  peer python {f['peer_python']['tokens_per_s']:>12,.0f} tokens/s  (datasets.map + apply_chat_template)"
               f"  -> sftpack is {f['ratio_to_peer']:.1f}x (target >= 5)")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from . import _core
 from .encoding import PathLike, job_settings
+from .mapping import MapFunction, map_function
 
 CheckReport = dict[str, Any]
 
@@ -25,11 +23,13 @@ def job_config(
     overlong: str = "drop",
     threads: int | None = None,
     template_kwargs: dict[str, Any] | None = None,
+    map_fn: MapFunction | None = None,
 ) -> str:
     config = {
         "inputs": [os.fspath(p) for p in inputs],
         "format": format,
         "threads": threads,
+        "map_fn": map_fn.identity if map_fn else None,
         **job_settings(tokenizer, template, max_length, overlong, template_kwargs),
     }
     return json.dumps(config)
@@ -39,24 +39,14 @@ def check(inputs: Sequence[PathLike], tokenizer: PathLike, **options: Any) -> Ch
     """Validates and encodes every record; returns counts, problems by kind with examples,
     token length percentiles and the trained-token share. See ``sftpack check --help``.
     ``map_fn`` maps records first (see :mod:`sftpack.mapping`)."""
-    with _mapped(inputs, options.pop("map_fn", None)) as files:
-        report: CheckReport = json.loads(_core.check(job_config(files, tokenizer, **options)))
+    mapper = map_function(options.pop("map_fn", None))
+    report: CheckReport = json.loads(_core.check(job_config(inputs, tokenizer, map_fn=mapper, **options), mapper))
     return report
 
 
 def samples(inputs: Sequence[PathLike], tokenizer: PathLike, n: int, **options: Any) -> list[dict[str, Any]]:
     """The first ``n`` records encoded, as runs of (text, trained) for display."""
-    with _mapped(inputs, options.pop("map_fn", None)) as files:
-        out: list[dict[str, Any]] = json.loads(_core.samples(job_config(files, tokenizer, **options), n))
+    mapper = map_function(options.pop("map_fn", None))
+    out: list[dict[str, Any]] = json.loads(_core.samples(job_config(inputs, tokenizer, map_fn=mapper, **options), n,
+                                                         mapper))
     return out
-
-
-@contextlib.contextmanager
-def _mapped(inputs: Sequence[PathLike], map_fn: str | None) -> Iterator[Sequence[PathLike]]:
-    if not map_fn:
-        yield inputs
-        return
-    from .mapping import map_inputs  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory(prefix="sftpack-mapped-") as work:
-        yield map_inputs(inputs, map_fn, Path(work))

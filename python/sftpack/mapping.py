@@ -1,34 +1,34 @@
 """Map functions: a Python callable turning a record of any shape into one sftpack reads
-(XTuner's ``dataset_map_fn``), applied in a streaming pre-pass before the Rust engine.
+(XTuner's ``dataset_map_fn``), run by the engine as a stage of its one streaming loop.
 
-The pre-pass reads one record at a time, calls the function, and writes one JSONL line per input
-record, so memory stays flat and the engine counts every record: a record the function maps
-becomes the mapped record plus ``sftpack_source`` (original file:line); a record it fails on
-(an exception, or ``None`` returned) becomes a stand-in that the engine rejects as
-``map_fn_error`` with the reason and the original record, so it lands in rejects.jsonl and the
-counts still reconcile.
+The engine reads and frames records, hands each batch's texts to :class:`MapFunction` (taking
+the GIL for that one call), and parses, templates, tokenizes and packs what comes back in
+parallel. A record keeps its own file:line throughout; a record the function raises on, returns
+``None`` or a non-dict for, or that is not valid JSON becomes a ``map_fn_error`` reject with the
+reason and the record as read, so the counts still reconcile. Nothing is written in between.
 
 A spec names the function: ``module:function`` (importable), ``path/to/file.py:function``, or a
-built-in name from :data:`BUILTIN` (formats of datasets XTuner ships map functions for).
+built-in name from :data:`BUILTIN` (formats of datasets XTuner ships map functions for). The
+pack's key includes a hash of the function's source (its whole module file where there is one),
+so an edited function makes a new pack and an unchanged one lets a re-run do nothing without
+calling it.
 """
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import importlib
 import importlib.util
-import io
+import inspect
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .errors import ConfigError
 
 MapFn = Callable[[dict[str, Any]], Any]
-MAP_ERROR_KEY = "sftpack_map_error"  # rust/src/schema/mod.rs reads it
-SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 
 
 def _openorca(r: dict[str, Any]) -> dict[str, Any]:
@@ -84,108 +84,51 @@ def load_map_fn(spec: str) -> MapFn:
     return function  # type: ignore[no-any-return]
 
 
-def input_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files in the order the engine reads them: directories expanded to their dataset files."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)))
-        else:
-            files.append(item)
-    return files
-
-
-def _open_text(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8-sig")
-    if path.name.endswith(".zst"):
-        try:
-            import zstandard  # noqa: PLC0415
-        except ImportError as error:
-            raise ConfigError(f"{path}: reading .zst in a map-function pre-pass needs zstandard\n"
-                              "hint: pip install zstandard") from error
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(path.open("rb")), encoding="utf-8-sig")
-    return path.open(encoding="utf-8-sig")
-
-
-def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, parsed record or the JSONDecodeError) for each record of a JSONL file, or of a JSON
-    file holding an array or objects one after another, streamed."""
-    with _open_text(path) as stream:
-        if ".jsonl" in path.name:
-            for number, line in enumerate(stream, 1):
-                if line.strip():
-                    try:
-                        yield number, json.loads(line)
-                    except json.JSONDecodeError as error:
-                        yield number, error
-        else:
-            yield from _json_stream(stream.read(1 << 20), stream)
-
-
-def _json_stream(buffer: str, stream: IO[str]) -> Iterator[tuple[int, Any]]:
-    decoder = json.JSONDecoder()
-    line, position, inside_array = 1, 0, False
-    while True:
-        while position < len(buffer) and (buffer[position].isspace() or buffer[position] in ",[]"):
-            if buffer[position] == "\n":
-                line += 1
-            inside_array |= buffer[position] == "["
-            position += 1
-        if position >= len(buffer):
-            more = stream.read(1 << 20)
-            if not more:
-                return
-            buffer, position = buffer[position:] + more, 0
-            continue
-        try:
-            record, end = decoder.raw_decode(buffer, position)
-        except json.JSONDecodeError as error:
-            more = stream.read(1 << 20)
-            if more:
-                buffer, position = buffer[position:] + more, 0
-                continue
-            yield line, error
-            return
-        yield line, record
-        line += buffer.count("\n", position, end)
-        position = end
-
-
-def map_file(path: Path, function: MapFn, target: Path) -> int:
-    """Writes ``function`` applied to every record of ``path`` to ``target``; returns the count."""
-    count = 0
-    with target.open("w", encoding="utf-8") as out:
-        for line, record in iter_records(path):
-            source = f"{path}:{line}"
-            out.write(json.dumps(_mapped(function, record, source), ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
-def _mapped(function: MapFn, record: Any, source: str) -> dict[str, Any]:
-    if isinstance(record, json.JSONDecodeError):
-        return {MAP_ERROR_KEY: f"invalid JSON: {record}", "sftpack_source": source}
+def fingerprint(function: MapFn) -> str:
+    """A hash of what the function is: the source of its module file (helpers it calls there
+    included), else its own source. Functions without source (built in C, typed at a prompt) can
+    only be named; a warning says the key then cannot see them change."""
+    qualified = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
     try:
-        result = function(record)
-    except Exception as error:  # noqa: BLE001 (any failure of user code rejects just this record)
-        return {MAP_ERROR_KEY: f"{type(error).__name__}: {error}", "sftpack_source": source, "record": record}
-    if result is None:
-        return {MAP_ERROR_KEY: "the map function returned None (skipped this record)", "sftpack_source": source,
-                "record": record}
-    if not isinstance(result, dict):
-        return {MAP_ERROR_KEY: f"the map function returned {type(result).__name__}, not a dict",
-                "sftpack_source": source, "record": record}
-    return {**result, "sftpack_source": source}
+        file = inspect.getsourcefile(function)
+        source = Path(file).read_bytes() if file and Path(file).is_file() else inspect.getsource(function).encode()
+    except (OSError, TypeError):
+        warnings.warn(f"map function {qualified}: its source cannot be read, so the pack key cannot tell when it "
+                      "changes; pass --overwrite after changing it", stacklevel=3)
+        source = b""
+    return hashlib.sha256(qualified.encode() + b"\0" + source).hexdigest()
 
 
-def map_inputs(inputs: Sequence[str | os.PathLike[str]], spec: str, work: Path) -> list[Path]:
-    """Every input file mapped into ``work`` (one JSONL per file, in reading order)."""
-    function = load_map_fn(spec)
-    work.mkdir(parents=True, exist_ok=True)
-    mapped = []
-    for index, path in enumerate(input_files(inputs)):
-        target = work / f"{index:04d}-{path.name.split('.')[0]}.jsonl"
-        map_file(path, function, target)
-        mapped.append(target)
-    return mapped
+class MapFunction:
+    """A map function as the engine calls it: a batch of record texts in, one
+    ``(True, mapped_json)`` or ``(False, reason)`` out per text."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.function = load_map_fn(spec)
+        self.identity = {"spec": spec, "fingerprint": fingerprint(self.function)}
+
+    def __call__(self, texts: list[str]) -> list[tuple[bool, str]]:
+        return [self.map_one(text) for text in texts]
+
+    def map_one(self, text: str) -> tuple[bool, str]:
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            return False, f"the record is not valid JSON: {error}"
+        try:
+            result = self.function(record)
+        except Exception as error:  # noqa: BLE001 (any failure of user code rejects just this record)
+            return False, f"{type(error).__name__}: {error}"
+        if result is None:
+            return False, "the map function returned None (skipped this record)"
+        if not isinstance(result, dict):
+            return False, f"the map function returned {type(result).__name__}, not a dict"
+        try:
+            return True, json.dumps(result, ensure_ascii=False)
+        except (TypeError, ValueError) as error:
+            return False, f"the map function returned a dict that is not JSON: {error}"
+
+
+def map_function(spec: str | None) -> MapFunction | None:
+    return MapFunction(spec) if spec else None

@@ -6,14 +6,13 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import _core
 from .encoding import PathLike
 from .errors import ConfigError
 from .jobs import job_config
-from .mapping import map_inputs
+from .mapping import map_function
 
 Progress = dict[str, Any]
 
@@ -51,20 +50,17 @@ def preprocess(
             (0.05) or a number of them (500), chosen by ``seed``, the same for any thread count;
             a held-out record is never in the training pack.
         **options: template, format, max_length, overlong, threads, template_kwargs, and map_fn:
-            a map function spec (see :mod:`sftpack.mapping`) applied in a streaming pre-pass whose
-            output, one JSONL per input file, stays in ``<out>-mapped/``.
+            a map function spec (see :mod:`sftpack.mapping`) that every record goes through first,
+            inside the engine's streaming loop.
 
     Returns:
         ``{"status": "done" | "resumed" | "up to date", "out": ..., "manifest": {...}}``.
     """
     if pack and options.get("max_length") is None:
         raise ConfigError("packing needs max_length (the row length)\nhint: pass max_length=4096, or pack=False")
-    map_fn = options.pop("map_fn", None)
-    if map_fn:
-        target = Path(out)
-        inputs = map_inputs(inputs, map_fn, target.parent / f"{target.name}-mapped")
+    mapper = map_function(options.pop("map_fn", None))
     config = {
-        "job": json.loads(job_config(inputs, tokenizer, **options)),
+        "job": json.loads(job_config(inputs, tokenizer, map_fn=mapper, **options)),
         "out": os.fspath(out),
         "pack": pack,
         "seed": seed,
@@ -79,7 +75,7 @@ def preprocess(
         if progress is not None:
             progress(json.loads(text))
 
-    result: dict[str, Any] = json.loads(_core.preprocess(json.dumps(config), report))
+    result: dict[str, Any] = json.loads(_core.preprocess(json.dumps(config), report, mapper))
     return result
 
 

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::encode::{Encoded, Encoder, Outcome};
 use crate::error::{Problem, Result};
-use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig};
+use crate::map::{map_records, RecordMapper};
+use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig, Source};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 
@@ -128,8 +129,8 @@ fn note(map: &mut BTreeMap<String, KindReport>, keep: usize, file: &str, raw: &R
     }
 }
 
-/// Checks every record of the job's inputs.
-pub fn check(config: &JobConfig) -> Result<CheckReport> {
+/// Checks every record of the job's inputs (through `mapper` first, when the job has one).
+pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<CheckReport> {
     let files = read::expand_inputs(&config.inputs)?;
     let encoder = build_encoder(config)?;
     let forced = forced_format(config)?;
@@ -175,9 +176,14 @@ pub fn check(config: &JobConfig) -> Result<CheckReport> {
         }
         Ok(())
     };
-    stream(&files, forced, &encoder, config.threads, 0, &mut on_record, &mut |_| {
-        true
-    })?;
+    let source = Source {
+        files: &files,
+        forced,
+        encoder: &encoder,
+        mapper,
+        threads: config.threads,
+    };
+    stream(&source, 0, &mut on_record, &mut |_| true)?;
     report.lengths = lengths.stats();
     Ok(report)
 }
@@ -240,7 +246,7 @@ fn role_counts(
 }
 
 /// The first `n` records of the inputs, encoded (or with their problems).
-pub fn samples(config: &JobConfig, n: usize) -> Result<Vec<Sample>> {
+pub fn samples(config: &JobConfig, n: usize, mapper: Option<&dyn RecordMapper>) -> Result<Vec<Sample>> {
     let files = read::expand_inputs(&config.inputs)?;
     let encoder = build_encoder(config)?;
     let forced = forced_format(config)?;
@@ -251,7 +257,10 @@ pub fn samples(config: &JobConfig, n: usize) -> Result<Vec<Sample>> {
             if out.len() >= n {
                 return Ok(out);
             }
-            let raw = raw?;
+            let mut raw = raw?;
+            if let Some(mapper) = mapper {
+                map_records(mapper, std::slice::from_mut(&mut raw))?;
+            }
             if format.is_none() {
                 format = detect_format(std::slice::from_ref(&raw));
             }

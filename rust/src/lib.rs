@@ -1,10 +1,11 @@
 //! sftpack's data engine. One module per pipeline stage:
 //!
 //! ```text
-//! read → schema → template → tokenize → mask → encode
+//! read → (map) → schema → template → tokenize → mask → encode
 //! ```
 //!
-//! [`read`] streams records with their file and line, [`schema`] maps every supported format to
+//! [`read`] streams records with their file and line, [`map`] runs an optional user function
+//! over them, [`schema`] maps every supported format to
 //! one canonical conversation and reports problems, [`template`] renders it, [`tokenize`] turns
 //! text into ids, [`mask`] decides which tokens are trained, and [`encode`] ties them together.
 //! [`pipeline`] runs them over whole datasets for [`check`] and [`preprocess`], which packs
@@ -14,6 +15,7 @@
 pub mod check;
 pub mod encode;
 pub mod error;
+pub mod map;
 pub mod mask;
 pub mod pack;
 pub mod pipeline;

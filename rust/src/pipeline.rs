@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encode::{EncodeOptions, Encoder, Outcome};
 use crate::error::{Error, Problem, Result};
+use crate::map::{map_records, MapFnIdentity, RecordMapper};
 use crate::read::{self, RawRecord};
 use crate::schema::{self, Format};
 use crate::template::ChatTemplate;
@@ -35,6 +36,10 @@ pub struct JobConfig {
     /// How many examples to keep per problem kind.
     #[serde(default = "default_examples")]
     pub examples_per_kind: usize,
+    /// The map function records go through first, if any (the function itself is passed to the
+    /// run beside this config).
+    #[serde(default)]
+    pub map_fn: Option<MapFnIdentity>,
 }
 
 fn default_examples() -> usize {
@@ -76,9 +81,6 @@ pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Ou
         Ok(r) => r,
         Err(p) => return Outcome::Rejected(vec![p]),
     };
-    if let Some(problem) = schema::map_error(&record) {
-        return Outcome::Rejected(vec![problem]);
-    }
     let Some(format) = format.or_else(|| Format::detect(&record)) else {
         let keys: Vec<&str> = record.keys().map(String::as_str).collect();
         return Outcome::Rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))
@@ -110,19 +112,44 @@ pub struct StreamProgress {
     pub bytes_read: u64,
 }
 
-/// Streams every record of `files` through `encoder`, skipping the first `skip` records (done by
-/// an earlier run) without encoding them. `on_record` gets each result in input order;
-/// `on_batch` is called after every batch and stops the stream with `Error::Interrupted` when it
-/// returns false.
+/// What a job streams: its files, the encoder, and the optional map function before it.
+pub struct Source<'a> {
+    pub files: &'a [PathBuf],
+    pub forced: Option<Format>,
+    pub encoder: &'a Encoder,
+    pub mapper: Option<&'a dyn RecordMapper>,
+    pub threads: Option<usize>,
+}
+
+/// Maps the part of a batch the run needs: the fresh records, and all of it while the file's
+/// format is still to be detected (so a resumed run detects what the first run did).
+fn map_batch(mapper: Option<&dyn RecordMapper>, batch: &mut [RawRecord], already: usize, detecting: bool) -> Result<()> {
+    match mapper {
+        Some(mapper) => {
+            let from = if detecting { 0 } else { already };
+            map_records(mapper, &mut batch[from..])
+        }
+        None => Ok(()),
+    }
+}
+
+/// Streams every record of the source's files through its encoder, skipping the first `skip`
+/// records (done by an earlier run) without encoding them. `on_record` gets each result in input
+/// order; `on_batch` is called after every batch and stops the stream with `Error::Interrupted`
+/// when it returns false.
 pub fn stream(
-    files: &[PathBuf],
-    forced: Option<Format>,
-    encoder: &Encoder,
-    threads: Option<usize>,
+    source: &Source<'_>,
     skip: u64,
     on_record: &mut dyn FnMut(Option<Format>, RawRecord, Outcome) -> Result<()>,
     on_batch: &mut dyn FnMut(&StreamProgress) -> bool,
 ) -> Result<()> {
+    let Source {
+        files,
+        forced,
+        encoder,
+        mapper,
+        threads,
+    } = *source;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .build()
@@ -132,18 +159,21 @@ pub fn stream(
         let mut format = forced;
         let mut records = read::records(file_index as u32, path)?;
         loop {
-            let batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
+            let mut batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
             if batch.is_empty() {
                 break;
-            }
-            if format.is_none() {
-                format = detect_format(&batch);
             }
             progress.bytes_read += batch
                 .iter()
                 .map(|r| r.text.as_ref().map_or(0, |t| t.len() as u64 + 1))
                 .sum::<u64>();
             let already = skip.saturating_sub(progress.records).min(batch.len() as u64) as usize;
+            if already < batch.len() || format.is_none() {
+                map_batch(mapper, &mut batch, already, format.is_none())?;
+            }
+            if format.is_none() {
+                format = detect_format(&batch);
+            }
             progress.records += batch.len() as u64;
             let fresh: Vec<RawRecord> = batch.into_iter().skip(already).collect();
             let outcomes: Vec<Outcome> =

@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 use crate::check as engine;
 use crate::encode::{Encoder, Outcome};
 use crate::error::Error;
+use crate::map::RecordMapper;
 use crate::pipeline::{build_encoder, JobConfig};
 use crate::schema::{self, Format};
 
@@ -58,29 +59,100 @@ fn parse_config(config_json: &str) -> PyResult<JobConfig> {
     serde_json::from_str(config_json).map_err(|e| ConfigError::new_err(format!("invalid job config: {e}")))
 }
 
-/// check(config_json) -> report_json
+/// A Python map function (`sftpack.mapping.MapFunction`): called with a list of record texts,
+/// it answers, per text, `(True, mapped_json)` or `(False, reason)`. The GIL is taken for that
+/// one call per batch and released again for the parallel work.
+struct PyMapper {
+    function: Py<PyAny>,
+    /// The Python exception that stopped the run (Ctrl-C, a broken function), raised again by
+    /// the binding that started it.
+    raised: std::sync::Mutex<Option<PyErr>>,
+}
+
+impl PyMapper {
+    fn new(function: Option<Py<PyAny>>) -> Option<Self> {
+        function.map(|function| PyMapper {
+            function,
+            raised: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The job's result, or the Python exception that stopped it.
+    fn finish<T>(mapper: Option<Self>, result: crate::error::Result<T>) -> PyResult<T> {
+        let raised = mapper.and_then(|m| m.raised.into_inner().ok().flatten());
+        match (raised, result) {
+            (Some(error), _) => Err(error),
+            (None, result) => result.map_err(to_py),
+        }
+    }
+}
+
+impl RecordMapper for PyMapper {
+    fn map_batch(&self, texts: &[&str]) -> crate::error::Result<Vec<Result<String, String>>> {
+        Python::attach(|py| {
+            let answer = py.check_signals().and_then(|()| {
+                self.function
+                    .call1(py, (texts.to_vec(),))?
+                    .bind(py)
+                    .extract::<Vec<(bool, String)>>()
+                    .map_err(PyErr::from)
+            });
+            match answer {
+                Ok(results) => Ok(results
+                    .into_iter()
+                    .map(|(ok, text)| if ok { Ok(text) } else { Err(text) })
+                    .collect()),
+                Err(error) => {
+                    if let Ok(mut raised) = self.raised.lock() {
+                        *raised = Some(error);
+                    }
+                    Err(Error::Interrupted)
+                }
+            }
+        })
+    }
+}
+
+fn as_mapper(mapper: &Option<PyMapper>) -> Option<&dyn RecordMapper> {
+    mapper.as_ref().map(|m| m as &dyn RecordMapper)
+}
+
+/// check(config_json, map_fn=None) -> report_json
 #[pyfunction]
-fn check(py: Python<'_>, config_json: &str) -> PyResult<String> {
+#[pyo3(signature = (config_json, map_fn=None))]
+fn check(py: Python<'_>, config_json: &str, map_fn: Option<Py<PyAny>>) -> PyResult<String> {
     let config = parse_config(config_json)?;
-    let report = py.detach(|| engine::check(&config)).map_err(to_py)?;
+    let mapper = PyMapper::new(map_fn);
+    let result = py.detach(|| engine::check(&config, as_mapper(&mapper)));
+    let report = PyMapper::finish(mapper, result)?;
     serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// samples(config_json, n) -> json list of the first n records with their tokens and mask.
+/// samples(config_json, n, map_fn=None) -> json list of the first n records with their tokens and mask.
 #[pyfunction]
-fn samples(py: Python<'_>, config_json: &str, n: usize) -> PyResult<String> {
+#[pyo3(signature = (config_json, n, map_fn=None))]
+fn samples(py: Python<'_>, config_json: &str, n: usize, map_fn: Option<Py<PyAny>>) -> PyResult<String> {
     let config = parse_config(config_json)?;
-    let samples = py.detach(|| engine::samples(&config, n)).map_err(to_py)?;
+    let mapper = PyMapper::new(map_fn);
+    let result = py.detach(|| engine::samples(&config, n, as_mapper(&mapper)));
+    let samples = PyMapper::finish(mapper, result)?;
     serde_json::to_string(&samples).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// preprocess(config_json, progress=None) -> report_json. `progress(json)` is called about twice
-/// a second; Ctrl-C (or an exception in `progress`) stops the run, which can then be resumed.
+/// preprocess(config_json, progress=None, map_fn=None) -> report_json. `progress(json)` is called
+/// about twice a second; Ctrl-C (or an exception in `progress` or `map_fn`) stops the run, which
+/// can then be resumed.
 #[pyfunction]
-#[pyo3(signature = (config_json, progress=None))]
-fn preprocess(py: Python<'_>, config_json: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+#[pyo3(signature = (config_json, progress=None, map_fn=None))]
+fn preprocess(
+    py: Python<'_>,
+    config_json: &str,
+    progress: Option<Py<PyAny>>,
+    map_fn: Option<Py<PyAny>>,
+) -> PyResult<String> {
     let config: crate::preprocess::PreprocessConfig = serde_json::from_str(config_json)
         .map_err(|e| ConfigError::new_err(format!("invalid preprocess config: {e}")))?;
+    let mapper = PyMapper::new(map_fn);
     let mut stopped_by: Option<PyErr> = None;
     let result = py.detach(|| {
         let mut report = |p: &crate::preprocess::Progress| -> bool {
@@ -94,12 +166,12 @@ fn preprocess(py: Python<'_>, config_json: &str, progress: Option<Py<PyAny>>) ->
                 outcome.map_err(|e| stopped_by = Some(e)).is_ok()
             })
         };
-        crate::preprocess::preprocess(&config, &mut report)
+        crate::preprocess::preprocess(&config, as_mapper(&mapper), &mut report)
     });
     if let Some(error) = stopped_by {
         return Err(error);
     }
-    let report = result.map_err(to_py)?;
+    let report = PyMapper::finish(mapper, result)?;
     serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 

@@ -65,6 +65,9 @@ pub(super) fn output_settings(config: &PreprocessConfig) -> Value {
     if let Some(size) = config.validation {
         settings["validation"] = json!(size);
     }
+    if let Some(map_fn) = &config.job.map_fn {
+        settings["map_fn"] = json!(map_fn);
+    }
     settings
 }
 

@@ -31,7 +31,8 @@ use serde_json::{json, Value};
 use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::pipeline::StreamProgress;
-use crate::pipeline::{build_encoder, forced_format, stream, JobConfig};
+use crate::map::RecordMapper;
+use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Source};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 
@@ -185,7 +186,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 
 /// Runs the pipeline. `progress` is called about twice a second; returning false stops the run
 /// at once (it can be resumed).
-pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<PreprocessReport> {
+pub fn preprocess(
+    config: &PreprocessConfig,
+    mapper: Option<&dyn RecordMapper>,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<PreprocessReport> {
     let out = &config.out;
     let validation_dir = out.join(VALIDATION_DIR);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -278,15 +283,14 @@ pub fn preprocess(config: &PreprocessConfig, progress: &mut dyn FnMut(&Progress)
             rows,
         })
     };
-    let streamed = stream(
-        &files,
+    let source = Source {
+        files: &files,
         forced,
-        &encoder,
-        config.job.threads,
-        records_consumed,
-        &mut on_record,
-        &mut on_batch,
-    );
+        encoder: &encoder,
+        mapper,
+        threads: config.job.threads,
+    };
+    let streamed = stream(&source, records_consumed, &mut on_record, &mut on_batch);
     if let Err(error @ Error::Overlong { .. }) = streamed {
         // These settings can never finish: leave no half-made pack behind to resume.
         clear_output(out, &validation_dir)?;

@@ -128,11 +128,8 @@ impl Sink {
 
     fn reject(&mut self, raw: &RawRecord, file_name: &Path, status: &str, problems: &[Problem]) -> Result<()> {
         let kind = problems.first().map_or("unknown", |p| p.kind).to_string();
-        let text = raw.text.as_deref().unwrap_or("");
-        let mut cut = text.len().min(REJECT_RECORD_LIMIT);
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let current = raw.text.as_deref().unwrap_or("");
+        let (record, truncated) = cut(raw.mapped_from.as_deref().unwrap_or(current));
         let mut line = json!({
             "file": file_name.display().to_string(),
             "file_index": raw.file,
@@ -140,12 +137,15 @@ impl Sink {
             "status": status,
             "kind": kind,
             "problems": problems,
-            "record": &text[..cut],
+            "record": record,
         });
         if let Some(index) = raw.index {
             line["index"] = json!(index);
         }
-        if cut < text.len() {
+        if raw.mapped_from.is_some() && raw.text.is_ok() {
+            line["mapped"] = json!(cut(current).0);
+        }
+        if truncated {
             line["record_truncated"] = json!(true);
         }
         let mut bytes = line.to_string().into_bytes();
@@ -222,6 +222,16 @@ impl Sink {
         };
         (counts, self.writer.finished.clone())
     }
+}
+
+/// The first REJECT_RECORD_LIMIT bytes of a record (at a character boundary), and whether that
+/// cut anything.
+fn cut(text: &str) -> (&str, bool) {
+    let mut end = text.len().min(REJECT_RECORD_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], end < text.len())
 }
 
 /// Removes shard files a checkpoint does not list (left by a run killed mid-window).

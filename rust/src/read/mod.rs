@@ -29,6 +29,9 @@ pub struct RawRecord {
     pub index: Option<u64>,
     /// The record's JSON text, or why it could not be cut out of the file.
     pub text: std::result::Result<String, Problem>,
+    /// When a map function ran: the record as read (`text` then holds what the function made of
+    /// it, or why it failed). Rejects show both.
+    pub mapped_from: Option<String>,
 }
 
 /// How records are laid out inside a file.
@@ -188,6 +191,7 @@ impl Iterator for JsonLines {
                 line: self.line,
                 index: None,
                 text,
+                mapped_from: None,
             }));
         }
     }

@@ -128,6 +128,7 @@ impl ValueScanner {
             index: self.array_index,
             text: Err(Problem::new(kind, "", message)
                 .hint("the rest of this file cannot be split into records; check it with `python -m json.tool FILE`")),
+            mapped_from: None,
         })
     }
 
@@ -210,6 +211,7 @@ impl ValueScanner {
             line,
             index,
             text: decode_utf8(&self.value).map(str::to_string),
+            mapped_from: None,
         }))
     }
 
@@ -287,6 +289,7 @@ impl ValueScanner {
             index,
             text: Err(Problem::new("invalid_json", "", message)
                 .hint("add the missing `\"` (a string cannot hold a raw line break: write \\n), then run again")),
+            mapped_from: None,
         }))
     }
 

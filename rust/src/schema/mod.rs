@@ -154,27 +154,6 @@ impl Format {
     }
 }
 
-/// The key under which a Python map function's pre-pass (sftpack.mapping) stands in for a
-/// record it could not map, so that the record is rejected here, counted with the others.
-pub const MAP_ERROR_KEY: &str = "sftpack_map_error";
-
-/// The rejection a map function's pre-pass recorded in place of a record, if any.
-pub fn map_error(record: &Map<String, Value>) -> Option<Problem> {
-    let message = record.get(MAP_ERROR_KEY)?;
-    let source = record.get("sftpack_source").and_then(Value::as_str).unwrap_or("?");
-    Some(
-        Problem::new(
-            "map_fn_error",
-            "",
-            format!(
-                "the map function failed on {source}: {}",
-                message.as_str().unwrap_or("(no message)")
-            ),
-        )
-        .hint("fix the map function, or the record it names; the original record is under \"record\""),
-    )
-}
-
 /// Parses a record's JSON text.
 pub fn parse_json(text: &str) -> Result<Map<String, Value>, Problem> {
     match serde_json::from_str::<Value>(text) {

@@ -138,13 +138,3 @@ fn a_record_of_another_format_says_so() {
     assert_eq!(problems[0].kind, "missing_field");
     assert!(problems[0].message.contains("alpaca"), "{}", problems[0]);
 }
-
-#[test]
-fn a_map_function_failure_becomes_a_rejection_naming_the_source() {
-    let record = parse_json(r#"{"sftpack_map_error": "KeyError: 'q'", "sftpack_source": "raw.jsonl:7", "record": {}}"#)
-        .expect("valid");
-    let problem = map_error(&record).expect("a map error");
-    assert_eq!(problem.kind, "map_fn_error");
-    assert!(problem.message.contains("raw.jsonl:7") && problem.message.contains("KeyError"));
-    assert!(map_error(&parse_json(r#"{"messages": []}"#).expect("valid")).is_none());
-}
