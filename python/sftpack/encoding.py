@@ -4,15 +4,13 @@ time, for tests, notebooks and custom pipelines."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from . import _core
+from .settings import PathLike, job_settings
 
 IGNORE_INDEX = -100
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
@@ -41,27 +39,6 @@ class StopTokens:
     texts: list[str]
 
 
-def job_settings(
-    tokenizer: PathLike,
-    template: str | None = None,
-    max_length: int | None = None,
-    overlong: str = "drop",
-    template_kwargs: dict[str, Any] | None = None,
-    template_source: str | None = None,
-) -> dict[str, Any]:
-    """The engine settings shared by every job, as the JSON the Rust core reads."""
-    return {
-        "tokenizer": os.fspath(tokenizer),
-        "template": template,
-        "template_source": template_source,
-        "encode": {
-            "max_length": max_length,
-            "overlong": overlong,
-            "template_kwargs": template_kwargs or {},
-        },
-    }
-
-
 class Encoder:
     """Encodes records with one tokenizer and template.
 
@@ -85,8 +62,9 @@ class Encoder:
         template_kwargs: dict[str, Any] | None = None,
         template_source: str | None = None,
     ) -> None:
-        settings = job_settings(tokenizer, template, max_length, overlong, template_kwargs, template_source)
-        self._encoder = _core.PyEncoder(json.dumps({"inputs": [], **settings}))
+        settings = job_settings([], tokenizer, template=template, max_length=max_length, overlong=overlong,
+                                template_kwargs=template_kwargs, template_source=template_source)
+        self._encoder = _core.PyEncoder(json.dumps(settings.to_engine()))
         self.template_kwargs = dict(template_kwargs or {})
 
     @classmethod

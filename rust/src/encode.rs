@@ -30,7 +30,7 @@ pub enum Overlong {
     Error,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeOptions {
     #[serde(default)]

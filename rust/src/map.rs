@@ -73,7 +73,13 @@ mod tests {
         fn map_batch(&self, texts: &[&str]) -> Result<Vec<std::result::Result<String, String>>> {
             Ok(texts
                 .iter()
-                .map(|t| if t.contains("bad") { Err("KeyError: 'q'".into()) } else { Ok(t.to_uppercase()) })
+                .map(|t| {
+                    if t.contains("bad") {
+                        Err("KeyError: 'q'".into())
+                    } else {
+                        Ok(t.to_uppercase())
+                    }
+                })
                 .collect())
         }
     }
@@ -99,7 +105,11 @@ mod tests {
         map_records(&Upper, &mut records).expect("maps");
         assert_eq!(records[0].text.as_deref().ok(), Some("{\"Q\": 1}"));
         assert_eq!(records[0].mapped_from.as_deref(), Some("{\"q\": 1}"));
-        assert_eq!(records[1].text.as_ref().err(), Some(&unreadable), "unreadable records are not mapped");
+        assert_eq!(
+            records[1].text.as_ref().err(),
+            Some(&unreadable),
+            "unreadable records are not mapped"
+        );
         assert!(records[1].mapped_from.is_none());
         let failed = records[2].text.as_ref().expect_err("failed");
         assert_eq!((failed.kind, records[2].line), ("map_fn_error", 3));

@@ -123,7 +123,12 @@ pub struct Source<'a> {
 
 /// Maps the part of a batch the run needs: the fresh records, and all of it while the file's
 /// format is still to be detected (so a resumed run detects what the first run did).
-fn map_batch(mapper: Option<&dyn RecordMapper>, batch: &mut [RawRecord], already: usize, detecting: bool) -> Result<()> {
+fn map_batch(
+    mapper: Option<&dyn RecordMapper>,
+    batch: &mut [RawRecord],
+    already: usize,
+    detecting: bool,
+) -> Result<()> {
     match mapper {
         Some(mapper) => {
             let from = if detecting { 0 } else { already };

@@ -95,7 +95,6 @@ impl RecordMapper for PyMapper {
                     .call1(py, (texts.to_vec(),))?
                     .bind(py)
                     .extract::<Vec<(bool, String)>>()
-                    .map_err(PyErr::from)
             });
             match answer {
                 Ok(results) => Ok(results
@@ -268,6 +267,15 @@ impl PyEncoder {
     }
 }
 
+/// normalize_preprocess_config(config_json) -> the config as the engine reads it, every default
+/// filled in (for checking that Python's settings mirror the Rust structs).
+#[pyfunction]
+fn normalize_preprocess_config(config_json: &str) -> PyResult<String> {
+    let config: crate::preprocess::PreprocessConfig = serde_json::from_str(config_json)
+        .map_err(|e| ConfigError::new_err(format!("invalid preprocess config: {e}")))?;
+    serde_json::to_string(&config).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// builtin_templates() -> json object of XTuner prompt templates by name.
 #[pyfunction]
 fn builtin_templates() -> String {
@@ -294,6 +302,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(samples, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize_preprocess_config, m)?)?;
     m.add_class::<PyEncoder>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -19,7 +19,7 @@ use crate::error::{Error, Problem, Result};
 use crate::read::read_to_string;
 
 /// The special-token strings a tokenizer config names (`bos_token`, `eos_token`, ...).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpecialTokens {
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any, TextIO
 
+from ..settings import DEFAULT_MAX_LENGTH, FORMATS, OVERLONG
+
 
 def add_engine_arguments(
     parser: argparse.ArgumentParser, data_required: bool = True, tokenizer_required: bool = True
@@ -20,10 +22,12 @@ def add_engine_arguments(
     parser.add_argument("--template", metavar="T",
                         help="built-in XTuner template name (see `sftpack templates list`) or a .jinja "
                              "file; default: the tokenizer's own chat template")
-    parser.add_argument("--format", choices=["openai", "xtuner", "alpaca", "sharegpt", "oasst_tree", "oasst"],
+    parser.add_argument("--format", choices=FORMATS,
                         help="dataset format; default: detected per file")
-    parser.add_argument("--max-length", type=int, metavar="N", help="longest conversation in tokens")
-    parser.add_argument("--overlong", choices=["drop", "truncate", "error"], default="drop",
+    parser.add_argument("--max-length", type=int, metavar="N",
+                        help="longest conversation in tokens (preprocess: the row length, default "
+                             f"{DEFAULT_MAX_LENGTH})")
+    parser.add_argument("--overlong", choices=OVERLONG,
                         help="conversations over --max-length: drop (skip, counted in rejects; default), "
                              "truncate (keep the first max-length tokens) or error (preprocess stops, naming "
                              "file and line, and writes nothing)")

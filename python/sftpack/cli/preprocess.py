@@ -9,17 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..preprocess import preprocess
+from ..preprocess import run_preprocess
+from ..settings import (
+    DEFAULT_MAX_LENGTH,
+    JOB_OPTIONS,
+    PREPROCESS_OPTIONS,
+    PreprocessSettings,
+    default,
+    preprocess_settings,
+)
 from ._common import add_engine_arguments
 
 HELP = "tokenize, mask and pack a dataset into Arrow shards (resumable, deterministic)"
-DEFAULT_MAX_LENGTH = 4096
 
-# Settings a YAML config may hold (the flags' names, with - or _).
-CONFIG_KEYS = {
-    "data", "tokenizer", "out", "template", "format", "max_length", "overlong", "threads",
-    "template_kwargs", "pack", "seed", "window", "shard_size_mb", "overwrite", "map_fn", "val_size",
-}
+# Settings a YAML config may hold (the flags' names, with - or _): those of sftpack.settings.
+CONFIG_KEYS = {"data", "tokenizer", "out", *JOB_OPTIONS, *PREPROCESS_OPTIONS} - {"template_source"}
 
 
 def register(sub: Any) -> None:
@@ -27,15 +31,18 @@ def register(sub: Any) -> None:
     add_engine_arguments(parser, data_required=False, tokenizer_required=False)
     parser.add_argument("--out", metavar="DIR", help="output directory")
     parser.add_argument("--config", metavar="YAML", type=Path,
-                        help="read these settings from a YAML file (flags given too win)")
+                        help="read these settings from a YAML file, under the flags' names (flags given too win)")
     parser.add_argument("--no-pack", dest="pack", action="store_false", default=None,
                         help="one conversation per row, in input order")
-    parser.add_argument("--seed", type=int, help="seed of the packed row order and the validation split (default 0)")
+    parser.add_argument("--seed", type=int,
+                        help=f"seed of the packed row order and the validation split (default {default('seed')})")
     parser.add_argument("--val-size", metavar="F|N",
                         help="hold out a validation pack in OUT/validation: a share of the records (0.05) or a "
                              "number of them (500); never in the training pack")
-    parser.add_argument("--window", type=int, metavar="N", help="documents per packing window (default 100000)")
-    parser.add_argument("--shard-size-mb", type=int, metavar="MB", help="shard size limit (default 512)")
+    parser.add_argument("--window", type=int, metavar="N",
+                        help=f"documents per packing window (default {default('window')})")
+    parser.add_argument("--shard-size-mb", type=int, metavar="MB",
+                        help=f"shard size limit (default {default('shard_size_mb')})")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an output made from other inputs or settings")
     parser.set_defaults(run=run)
@@ -56,11 +63,12 @@ def load_config(path: Path) -> dict[str, Any]:
     return settings
 
 
-def merged_settings(args: argparse.Namespace) -> dict[str, Any]:
+def merged_settings(args: argparse.Namespace) -> PreprocessSettings:
+    """The YAML file's settings with the flags given on top, validated together."""
     settings = load_config(args.config) if args.config else {}
     for key in CONFIG_KEYS:
         value = getattr(args, key, None)
-        if value not in (None, []) and not (key == "overlong" and value == "drop" and "overlong" in settings):
+        if value not in (None, []):
             settings[key] = value
     missing = [f"--{k}" for k in ("tokenizer", "out") if not settings.get(k)]
     if not settings.get("data"):
@@ -68,7 +76,8 @@ def merged_settings(args: argparse.Namespace) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}\nhint: give them as arguments or in --config")
     settings.setdefault("max_length", DEFAULT_MAX_LENGTH)
-    return settings
+    data, tokenizer, out = settings.pop("data"), settings.pop("tokenizer"), settings.pop("out")
+    return preprocess_settings(data, tokenizer, out, **settings)
 
 
 class ProgressPrinter:
@@ -125,11 +134,10 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = merged_settings(args)
-    data, tokenizer, out = settings.pop("data"), settings.pop("tokenizer"), settings.pop("out")
     printer = ProgressPrinter()
     started = time.monotonic()
     try:
-        result = preprocess(data, tokenizer, out, progress=printer, **settings)
+        result = run_preprocess(settings, progress=printer)
     finally:
         printer.done()
     print_summary(result, time.monotonic() - started)

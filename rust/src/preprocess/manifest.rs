@@ -1,19 +1,22 @@
 //! The manifest and the key: what a pack was made from, with which settings, and the hash of all
-//! of it that decides whether a re-run has anything to do.
+//! of it that decides whether a re-run has anything to do. `Manifest` is the `manifest.json` of
+//! docs/pack-format.md, field for field.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::output::Counts;
+use super::split::ValidationSize;
 use super::PreprocessConfig;
-use crate::encode::Encoder;
+use crate::encode::{EncodeOptions, Encoder};
 use crate::error::{Error, Result};
+use crate::map::MapFnIdentity;
 use crate::shard::ShardInfo;
-use crate::tokenize::hex_sha256;
+use crate::tokenize::{hex_sha256, SpecialTokens};
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
 pub const FORMAT_VERSION: u32 = 1;
@@ -23,11 +26,94 @@ pub(super) const ENGINE_BUILD: &str = env!("SFTPACK_ENGINE_BUILD");
 /// The validation split's folder inside a pack.
 pub const VALIDATION_DIR: &str = "validation";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputInfo {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerInfo {
+    pub path: String,
+    /// sha256 of tokenizer.json (training checks a model's tokenizer against it).
+    pub sha256: String,
+    /// sha256 of every tokenizer file the engine read, by file name.
+    pub files: BTreeMap<String, String>,
+    pub vocab_size: usize,
+    pub special_tokens: SpecialTokens,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    /// The full definition: Jinja text, or an XTuner template as JSON.
+    pub source: String,
+    pub sha256: String,
+}
+
+/// The settings that shape the output (threads and paths do not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    pub format: Option<String>,
+    pub encode: EncodeOptions,
+    pub pack: bool,
+    pub seed: u64,
+    pub window: usize,
+    pub shard_bytes: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_fn: Option<MapFnIdentity>,
+}
+
+impl OutputSettings {
+    pub fn of(config: &PreprocessConfig) -> Self {
+        OutputSettings {
+            format: config.job.format.clone(),
+            encode: config.job.encode.clone(),
+            pack: config.pack,
+            seed: config.seed,
+            window: config.window,
+            shard_bytes: config.shard_bytes,
+            validation: config.validation,
+            map_fn: config.job.map_fn.clone(),
+        }
+    }
+}
+
+/// The training pack's note of its validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationInfo {
+    pub path: String,
+    pub size: ValidationSize,
+    /// Records held out, whether packed or rejected.
+    pub records: u64,
+    pub documents: u64,
+    pub tokens: u64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub sftpack_version: String,
+    pub engine_build: String,
+    pub key: String,
+    pub inputs: Vec<InputInfo>,
+    pub tokenizer: TokenizerInfo,
+    pub template: TemplateInfo,
+    pub config: OutputSettings,
+    pub max_length: Option<usize>,
+    pub counts: Counts,
+    pub shards: Vec<ShardInfo>,
+    /// "train" or "validation" when the run held out a split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationInfo>,
 }
 
 pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
@@ -52,69 +138,57 @@ pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
     })
 }
 
-/// The settings that shape the output (threads and paths do not).
-pub(super) fn output_settings(config: &PreprocessConfig) -> Value {
-    let mut settings = json!({
-        "format": config.job.format,
-        "encode": config.job.encode,
-        "pack": config.pack,
-        "seed": config.seed,
-        "window": config.window,
-        "shard_bytes": config.shard_bytes,
-    });
-    if let Some(size) = config.validation {
-        settings["validation"] = json!(size);
-    }
-    if let Some(map_fn) = &config.job.map_fn {
-        settings["map_fn"] = json!(map_fn);
-    }
-    settings
-}
-
 /// What every manifest of a run shares: the key and what it was computed from.
 pub(super) struct Provenance {
     pub key: String,
     pub inputs: Vec<InputInfo>,
-    pub tokenizer: Value,
-    pub template: Value,
-    pub settings: Value,
+    pub tokenizer: TokenizerInfo,
+    pub template: TemplateInfo,
+    pub settings: OutputSettings,
+}
+
+/// Everything that can change a byte of the output: the input bytes, every tokenizer file the
+/// engine read, the template, the settings (template kwargs, lengths, seed, split, map function)
+/// and the engine build.
+#[derive(Serialize)]
+struct KeyMaterial<'a> {
+    engine: &'a str,
+    engine_build: &'a str,
+    inputs: Vec<&'a str>,
+    tokenizer_files: &'a BTreeMap<String, String>,
+    template: &'a str,
+    settings: &'a OutputSettings,
 }
 
 impl Provenance {
     pub(super) fn new(config: &PreprocessConfig, encoder: &Encoder, inputs: Vec<InputInfo>) -> Self {
-        let settings = output_settings(config);
-        let tokenizer_files: serde_json::Map<String, Value> = encoder
-            .tokenizer
-            .files
-            .iter()
-            .map(|(name, sha)| (name.clone(), json!(sha)))
-            .collect();
-        // Everything that can change a byte of the output: the input bytes, every tokenizer
-        // file the engine read, the template, the settings (template kwargs, lengths, seed,
-        // split), and the engine build.
-        let key_material = json!({
-            "engine": ENGINE_VERSION,
-            "engine_build": ENGINE_BUILD,
-            "inputs": inputs.iter().map(|i| &i.sha256).collect::<Vec<_>>(),
-            "tokenizer_files": tokenizer_files,
-            "template": encoder.template.sha256(),
-            "settings": settings,
-        });
+        let tokenizer = TokenizerInfo {
+            path: encoder.tokenizer.path.display().to_string(),
+            sha256: encoder.tokenizer.sha256.clone(),
+            files: encoder.tokenizer.files.iter().cloned().collect(),
+            vocab_size: encoder.tokenizer.vocab_size(),
+            special_tokens: encoder.tokenizer.special.clone(),
+        };
+        let template = TemplateInfo {
+            name: encoder.template.name().to_string(),
+            source: encoder.template.source(),
+            sha256: encoder.template.sha256(),
+        };
+        let settings = OutputSettings::of(config);
+        let material = KeyMaterial {
+            engine: ENGINE_VERSION,
+            engine_build: ENGINE_BUILD,
+            inputs: inputs.iter().map(|i| i.sha256.as_str()).collect(),
+            tokenizer_files: &tokenizer.files,
+            template: &template.sha256,
+            settings: &settings,
+        };
+        let key = hex_sha256(serde_json::to_string(&material).unwrap_or_default().as_bytes());
         Provenance {
-            key: hex_sha256(key_material.to_string().as_bytes()),
+            key,
             inputs,
-            tokenizer: json!({
-                "path": encoder.tokenizer.path.display().to_string(),
-                "sha256": encoder.tokenizer.sha256,
-                "files": tokenizer_files,
-                "vocab_size": encoder.tokenizer.vocab_size(),
-                "special_tokens": encoder.tokenizer.special,
-            }),
-            template: json!({
-                "name": encoder.template.name(),
-                "source": encoder.template.source(),
-                "sha256": encoder.template.sha256(),
-            }),
+            tokenizer,
+            template,
             settings,
         }
     }
@@ -123,27 +197,25 @@ impl Provenance {
     pub(super) fn manifest(
         &self,
         max_length: Option<usize>,
-        counts: &Counts,
-        shards: &[ShardInfo],
+        counts: Counts,
+        shards: Vec<ShardInfo>,
         split: Option<&str>,
-    ) -> Value {
-        let mut manifest = json!({
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "sftpack_version": ENGINE_VERSION,
-            "engine_build": ENGINE_BUILD,
-            "key": self.key,
-            "inputs": self.inputs,
-            "tokenizer": self.tokenizer,
-            "template": self.template,
-            "config": self.settings,
-            "max_length": max_length,
-            "counts": counts,
-            "shards": shards,
-        });
-        if let Some(split) = split {
-            manifest["split"] = json!(split);
+    ) -> Manifest {
+        Manifest {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            sftpack_version: ENGINE_VERSION.into(),
+            engine_build: ENGINE_BUILD.into(),
+            key: self.key.clone(),
+            inputs: self.inputs.clone(),
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            config: self.settings.clone(),
+            max_length,
+            counts,
+            shards,
+            split: split.map(str::to_string),
+            validation: None,
         }
-        manifest
     }
 }

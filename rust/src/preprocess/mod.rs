@@ -26,18 +26,21 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
-use crate::pipeline::StreamProgress;
 use crate::map::RecordMapper;
+use crate::pipeline::StreamProgress;
 use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Source};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 
 use manifest::{hash_file, Provenance};
-pub use manifest::{InputInfo, FORMAT_NAME, FORMAT_VERSION, VALIDATION_DIR};
+pub use manifest::{
+    InputInfo, Manifest, OutputSettings, TemplateInfo, TokenizerInfo, ValidationInfo, FORMAT_NAME, FORMAT_VERSION,
+    VALIDATION_DIR,
+};
 pub use output::Counts;
 use output::{clear_output, write_atomic, Packing, Sink, SinkState};
 use split::{Selection, ValidationSize};
@@ -107,7 +110,7 @@ pub struct PreprocessReport {
     /// "done", "resumed" or "up to date".
     pub status: String,
     pub out: String,
-    pub manifest: Value,
+    pub manifest: Manifest,
 }
 
 struct Run<'a> {
@@ -204,11 +207,15 @@ pub fn preprocess(
 
     let manifest_path = out.join("manifest.json");
     if let Some(existing) = read_json::<Value>(&manifest_path) {
-        if existing.get("key").and_then(Value::as_str) == Some(key.as_str()) {
+        let same_key = existing.get("key").and_then(Value::as_str) == Some(key.as_str());
+        if let Some(manifest) = same_key
+            .then(|| serde_json::from_value::<Manifest>(existing).ok())
+            .flatten()
+        {
             return Ok(PreprocessReport {
                 status: "up to date".into(),
                 out: out.display().to_string(),
-                manifest: existing,
+                manifest,
             });
         }
         if !config.overwrite {
@@ -311,30 +318,29 @@ pub fn preprocess(
 
 /// Writes the validation pack's manifest (if any), then the training pack's, which marks the
 /// whole run complete; returns the latter.
-fn write_manifests(run: &Run<'_>, provenance: &Provenance, out: &Path) -> Result<Value> {
+fn write_manifests(run: &Run<'_>, provenance: &Provenance, out: &Path) -> Result<Manifest> {
     let max_length = run.config.job.encode.max_length;
     let split_name = |name: &'static str| run.validation.as_ref().map(|_| name);
     let (counts, shards) = run.train.finish(max_length);
-    let mut manifest = provenance.manifest(max_length, &counts, &shards, split_name("train"));
-    if let Some((sink, selection)) = &run.validation {
+    let mut manifest = provenance.manifest(max_length, counts, shards, split_name("train"));
+    if let (Some((sink, selection)), Some(size)) = (&run.validation, run.config.validation) {
         let (counts, shards) = sink.finish(max_length);
-        let held_out = provenance.manifest(max_length, &counts, &shards, Some("validation"));
-        write_atomic(
-            &out.join(VALIDATION_DIR).join("manifest.json"),
-            &serde_json::to_vec_pretty(&held_out).unwrap_or_default(),
-        )?;
-        manifest["validation"] = json!({
-            "path": VALIDATION_DIR,
-            "size": run.config.validation,
-            "records": selection.len(),
-            "documents": counts.packed,
-            "tokens": counts.tokens,
-            "rows": counts.rows,
-        });
+        let info = ValidationInfo {
+            path: VALIDATION_DIR.into(),
+            size,
+            records: selection.len() as u64,
+            documents: counts.packed,
+            tokens: counts.tokens,
+            rows: counts.rows,
+        };
+        let held_out = provenance.manifest(max_length, counts, shards, Some("validation"));
+        write_atomic(&out.join(VALIDATION_DIR).join("manifest.json"), &pretty(&held_out))?;
+        manifest.validation = Some(info);
     }
-    write_atomic(
-        &out.join("manifest.json"),
-        &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
-    )?;
+    write_atomic(&out.join("manifest.json"), &pretty(&manifest))?;
     Ok(manifest)
+}
+
+fn pretty(manifest: &Manifest) -> Vec<u8> {
+    serde_json::to_vec_pretty(manifest).unwrap_or_default()
 }

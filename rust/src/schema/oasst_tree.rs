@@ -20,8 +20,12 @@ fn role_of(node: &Map<String, Value>, path: &str, problems: &mut Vec<Problem>) -
         "assistant" => Some(Role::Assistant),
         other => {
             problems.push(
-                Problem::new("unknown_role", join(path, "role"), format!("unknown oasst role \"{other}\""))
-                    .hint("oasst message trees have the roles \"prompter\" and \"assistant\""),
+                Problem::new(
+                    "unknown_role",
+                    join(path, "role"),
+                    format!("unknown oasst role \"{other}\""),
+                )
+                .hint("oasst message trees have the roles \"prompter\" and \"assistant\""),
             );
             None
         }
@@ -73,7 +77,9 @@ pub(super) fn parse(record: &Map<String, Value>) -> Result<Conversation, Vec<Pro
     }
     let conversation = Conversation { messages, tools: None };
     if problems.is_empty() {
-        validate(&conversation, &mut problems, |i| paths.get(i).cloned().unwrap_or_default());
+        validate(&conversation, &mut problems, |i| {
+            paths.get(i).cloned().unwrap_or_default()
+        });
     }
     if problems.is_empty() {
         Ok(conversation)
@@ -115,7 +121,10 @@ mod tests {
     #[test]
     fn an_unanswered_last_question_is_dropped_and_problems_name_their_path() {
         let mut root = tree();
-        root.insert("replies".into(), serde_json::json!([{"role": "assistant", "rank": 0, "replies": []}]));
+        root.insert(
+            "replies".into(),
+            serde_json::json!([{"role": "assistant", "rank": 0, "replies": []}]),
+        );
         let problems = parse(&root).expect_err("the reply has no text");
         assert_eq!(problems[0].path, "replies[0].text");
         root.insert("replies".into(), serde_json::json!([]));

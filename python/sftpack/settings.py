@@ -1,0 +1,259 @@
+"""One typed definition of a job's settings, mirroring the engine's Rust structs:
+
+    JobSettings          rust/src/pipeline.rs         JobConfig         check, inspect, preprocess
+      .encode            rust/src/encode.rs           EncodeOptions
+    PreprocessSettings   rust/src/preprocess/mod.rs   PreprocessConfig  preprocess
+
+Defaults are set here once. The Python API, YAML files and command-line flags all build these
+through :func:`job_settings` and :func:`preprocess_settings`, which report every problem at
+once. ``to_engine()`` is the JSON the engine reads; :meth:`PreprocessSettings.from_manifest`
+reads back what a pack's manifest records, so a pack says exactly how it was made.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import ConfigError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+OVERLONG = ("drop", "truncate", "error")
+FORMATS = ("openai", "xtuner", "alpaca", "sharegpt", "oasst_tree", "oasst")
+# What `sftpack preprocess` packs to when --max-length is not given (the Python API asks for it).
+DEFAULT_MAX_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How each conversation becomes ids (rust EncodeOptions)."""
+
+    max_length: int | None = None
+    overlong: str = "drop"
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What to read and how to encode it (rust JobConfig)."""
+
+    inputs: tuple[str, ...]
+    tokenizer: str
+    template: str | None = None
+    format: str | None = None
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    threads: int | None = None
+    map_fn: str | None = None
+    examples_per_kind: int = 5
+    # The template's full source as a manifest records it (chat and samples rebuild a pack's
+    # template from it); `template` then only names it.
+    template_source: str | None = None
+
+    def to_engine(self, map_identity: dict[str, str] | None = None) -> dict[str, Any]:
+        """The JobConfig JSON object; ``map_identity`` describes the map function (its spec and
+        source hash) when there is one."""
+        return {
+            "inputs": list(self.inputs),
+            "tokenizer": self.tokenizer,
+            "template": self.template,
+            "template_source": self.template_source,
+            "format": self.format,
+            "encode": {"max_length": self.encode.max_length, "overlong": self.encode.overlong,
+                       "template_kwargs": dict(self.encode.template_kwargs)},
+            "threads": self.threads,
+            "examples_per_kind": self.examples_per_kind,
+            "map_fn": map_identity,
+        }
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """A whole preprocess run (rust PreprocessConfig)."""
+
+    job: JobSettings
+    out: str
+    pack: bool = True
+    seed: int = 0
+    window: int = 100_000
+    shard_size_mb: int = 512
+    overwrite: bool = False
+    val_size: float | int | None = None
+    progress_interval_ms: int = 500
+
+    def to_engine(self, map_identity: dict[str, str] | None = None) -> dict[str, Any]:
+        return {
+            "job": self.job.to_engine(map_identity),
+            "out": self.out,
+            "pack": self.pack,
+            "seed": self.seed,
+            "window": self.window,
+            "shard_bytes": self.shard_size_mb << 20,
+            "overwrite": self.overwrite,
+            "progress_interval_ms": self.progress_interval_ms,
+            "validation": validation_size(self.val_size),
+        }
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], out: PathLike) -> PreprocessSettings:
+        """The settings a pack was made with, from its manifest (inputs as the files read; the
+        map function by its spec): running them again is `up to date`."""
+        config = manifest["config"]
+        encode = config["encode"]
+        tokenizer = Path(manifest["tokenizer"]["path"])
+        validation = config.get("validation") or {}
+        job = JobSettings(
+            inputs=tuple(i["path"] for i in manifest["inputs"]),
+            tokenizer=str(tokenizer.parent if tokenizer.name == "tokenizer.json" else tokenizer),
+            template=None if manifest["template"]["name"] == "tokenizer" else manifest["template"]["name"],
+            format=config["format"],
+            encode=EncodeSettings(max_length=encode["max_length"], overlong=encode["overlong"],
+                                  template_kwargs=dict(encode["template_kwargs"])),
+            map_fn=(config.get("map_fn") or {}).get("spec"),
+        )
+        return cls(job=job, out=os.fspath(out), pack=config["pack"], seed=config["seed"], window=config["window"],
+                   shard_size_mb=config["shard_bytes"] >> 20,
+                   val_size=validation.get("fraction", validation.get("documents")))
+
+
+def default(name: str) -> Any:
+    """The default of a :class:`PreprocessSettings` field, for help texts."""
+    return next(f.default for f in fields(PreprocessSettings) if f.name == name)
+
+
+def validation_size(value: float | int | str | None) -> dict[str, float | int] | None:
+    """``val_size`` as the engine reads it: a share in (0, 1) or a whole number of records >= 1."""
+    if value is None:
+        return None
+    number = _number(value)
+    if 0 < number < 1:
+        return {"fraction": number}
+    if number >= 1 and number.is_integer():
+        return {"documents": int(number)}
+    raise ConfigError(f"val_size {value!r} is neither a share between 0 and 1 nor a whole number of records\n"
+                      "hint: --val-size 0.05 holds out 5% of the records, --val-size 500 holds out 500")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+JOB_OPTIONS = ("template", "format", "max_length", "overlong", "threads", "template_kwargs", "map_fn",
+               "examples_per_kind", "template_source")
+PREPROCESS_OPTIONS = ("pack", "seed", "window", "shard_size_mb", "overwrite", "val_size", "progress_interval_ms")
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.items.append(message)
+
+    def raise_if_any(self, what: str) -> None:
+        if self.items:
+            raise ConfigError(f"{len(self.items)} problem(s) in the {what} settings:\n  " + "\n  ".join(self.items))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _optional(value: Any, test: Any) -> bool:
+    return value is None or bool(test(value))
+
+
+def _job(inputs: Sequence[PathLike], tokenizer: PathLike, options: dict[str, Any], problems: _Problems) -> JobSettings:
+    get = options.get
+    problems.check(_optional(get("template"), lambda v: isinstance(v, str)), f"template: expected a name or a "
+                   f".jinja path, found {get('template')!r}")
+    problems.check(_optional(get("format"), lambda v: v in FORMATS),
+                   f"format: {get('format')!r} is not one of {list(FORMATS)}")
+    problems.check(_optional(get("max_length"), _positive_int),
+                   f"max_length: expected a positive whole number of tokens, found {get('max_length')!r}")
+    problems.check(get("overlong", "drop") in OVERLONG,
+                   f"overlong: {get('overlong')!r} is not one of {list(OVERLONG)}")
+    problems.check(_optional(get("threads"), _positive_int),
+                   f"threads: expected a positive whole number, found {get('threads')!r}")
+    problems.check(_optional(get("template_kwargs"), lambda v: isinstance(v, dict)),
+                   f"template_kwargs: expected a mapping of template variables, found {get('template_kwargs')!r}")
+    problems.check(_optional(get("map_fn"), lambda v: isinstance(v, str)),
+                   f"map_fn: expected file.py:function, module:function or a built-in name, found {get('map_fn')!r}")
+    problems.check(_positive_int(get("examples_per_kind", 5)),
+                   f"examples_per_kind: expected a positive whole number, found {get('examples_per_kind')!r}")
+    encode = EncodeSettings(max_length=get("max_length"), overlong=get("overlong") or "drop",
+                            template_kwargs=dict(get("template_kwargs") or {}))
+    return JobSettings(inputs=tuple(os.fspath(p) for p in inputs), tokenizer=os.fspath(tokenizer),
+                       template=get("template"), format=get("format"), encode=encode, threads=get("threads"),
+                       map_fn=get("map_fn"), examples_per_kind=get("examples_per_kind", 5),
+                       template_source=get("template_source"))
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options set: None stands for the default, as an absent flag does."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _unknown(options: dict[str, Any], known: Sequence[str], problems: _Problems) -> None:
+    for name in sorted(set(options) - set(known)):
+        problems.items.append(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
+
+
+def job_settings(inputs: Sequence[PathLike], tokenizer: PathLike, **options: Any) -> JobSettings:
+    """Validated settings for check and inspect; options are :class:`JobSettings`' fields, with
+    ``max_length``, ``overlong`` and ``template_kwargs`` for its ``encode``.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    problems = _Problems()
+    options = _given(options)
+    _unknown(options, JOB_OPTIONS, problems)
+    settings = _job(inputs, tokenizer, options, problems)
+    problems.raise_if_any("job")
+    return settings
+
+
+def preprocess_settings(inputs: Sequence[PathLike], tokenizer: PathLike, out: PathLike,
+                        **options: Any) -> PreprocessSettings:
+    """Validated settings for preprocess: the job's options and :class:`PreprocessSettings`'
+    own fields.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    problems = _Problems()
+    options = _given(options)
+    _unknown(options, JOB_OPTIONS + PREPROCESS_OPTIONS, problems)
+    job = _job(inputs, tokenizer, {k: v for k, v in options.items() if k in JOB_OPTIONS}, problems)
+    defaults = PreprocessSettings(job=job, out=os.fspath(out))
+    chosen = {name: options[name] for name in PREPROCESS_OPTIONS if options.get(name) is not None}
+    settings = replace(defaults, **chosen)
+    for name in ("pack", "overwrite"):
+        problems.check(isinstance(getattr(settings, name), bool), f"{name}: expected true or false, found "
+                       f"{getattr(settings, name)!r}")
+    for name in ("window", "shard_size_mb"):
+        problems.check(_positive_int(getattr(settings, name)),
+                       f"{name}: expected a positive whole number, found {getattr(settings, name)!r}")
+    for name in ("seed", "progress_interval_ms"):
+        value = getattr(settings, name)
+        problems.check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                       f"{name}: expected a whole number >= 0, found {value!r}")
+    try:
+        validation_size(settings.val_size)
+    except ConfigError as error:
+        problems.items.append(str(error).split("\n")[0])
+    if settings.pack and job.encode.max_length is None:
+        problems.items.append("max_length: packing needs the row length (pass max_length=4096, or pack=False)")
+    problems.raise_if_any("preprocess")
+    return settings
