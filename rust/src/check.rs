@@ -12,6 +12,7 @@ use crate::map::{map_records, RecordMapper};
 use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig, Source};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
+use crate::tally::Tally;
 
 /// Where a record lives and what is wrong with it.
 #[derive(Debug, Clone, Serialize)]
@@ -148,31 +149,23 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
         ..CheckReport::default()
     };
     let mut lengths = LengthHistogram::default();
+    let mut tally = Tally::default();
     let keep = config.examples_per_kind;
     let mut on_record = |format: Option<Format>, raw: RawRecord, outcome: Outcome| {
         let file_report = &mut report.files[raw.file as usize];
         file_report.format = format;
         file_report.records += 1;
         let file = file_report.path.clone();
-        report.records += 1;
+        tally.count(&outcome);
         match outcome {
-            Outcome::Encoded(e) => {
-                report.encoded += 1;
-                report.truncated += u64::from(e.truncated);
-                report.tokens += e.ids.len() as u64;
-                report.trained_tokens += e.trained_tokens() as u64;
-                lengths.add(e.ids.len());
-            }
+            Outcome::Encoded(e) => lengths.add(e.ids.len()),
+            // every problem of a record is reported (the tally counts records by their first)
             Outcome::Rejected(problems) => {
-                report.rejected += 1;
                 for p in problems {
                     note(&mut report.problems, keep, &file, &raw, p);
                 }
             }
-            Outcome::Dropped(p) => {
-                report.dropped += 1;
-                note(&mut report.drops, keep, &file, &raw, p);
-            }
+            Outcome::Dropped(p) => note(&mut report.drops, keep, &file, &raw, p),
         }
         Ok(())
     };
@@ -184,6 +177,13 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
         threads: config.threads,
     };
     stream(&source, 0, &mut on_record, &mut |_| true)?;
+    report.records = tally.records_read;
+    report.encoded = tally.packed;
+    report.rejected = tally.rejected;
+    report.dropped = tally.dropped;
+    report.truncated = tally.truncated;
+    report.tokens = tally.tokens;
+    report.trained_tokens = tally.trained_tokens;
     report.lengths = lengths.stats();
     Ok(report)
 }

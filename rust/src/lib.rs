@@ -24,6 +24,7 @@ pub mod prompt;
 pub mod read;
 pub mod schema;
 pub mod shard;
+pub mod tally;
 pub mod template;
 pub mod tokenize;
 

@@ -155,7 +155,7 @@ impl Run<'_> {
 
     fn counts(&self) -> (u64, u64) {
         self.sinks().fold((0, 0), |(tokens, rows), s| {
-            (tokens + s.counts.tokens, rows + s.counts.rows)
+            (tokens + s.counts.tally.tokens, rows + s.counts.rows)
         })
     }
 
@@ -329,8 +329,8 @@ fn write_manifests(run: &Run<'_>, provenance: &Provenance, out: &Path) -> Result
             path: VALIDATION_DIR.into(),
             size,
             records: selection.len() as u64,
-            documents: counts.packed,
-            tokens: counts.tokens,
+            documents: counts.tally.packed,
+            tokens: counts.tally.tokens,
             rows: counts.rows,
         };
         let held_out = provenance.manifest(max_length, counts, shards, Some("validation"));

@@ -3,7 +3,6 @@
 //! packed goes to `rejects.jsonl` with its reason. The state a checkpoint keeps is
 //! [`SinkState`]: what was written, and how long the rejects file was then.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,21 +15,16 @@ use crate::error::{Error, Problem, Result};
 use crate::pack::{best_fit_decreasing, SplitMix64};
 use crate::read::RawRecord;
 use crate::shard::{shard_name, Row, ShardInfo, ShardWriter};
+use crate::tally::Tally;
 
 const REJECT_RECORD_LIMIT: usize = 64 * 1024;
 pub(super) const REJECTS_FILE: &str = "rejects.jsonl";
 
+/// A pack's counts: the tally of its records, and the rows they were packed into.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
-    pub records_read: u64,
-    pub packed: u64,
-    pub rejected: u64,
-    pub dropped: u64,
-    pub rejected_by_kind: BTreeMap<String, u64>,
-    pub dropped_by_reason: BTreeMap<String, u64>,
-    pub truncated: u64,
-    pub tokens: u64,
-    pub trained_tokens: u64,
+    #[serde(flatten)]
+    pub tally: Tally,
     pub rows: u64,
     pub packing_efficiency: f64,
 }
@@ -101,13 +95,9 @@ impl Sink {
 
     /// Counts one record and keeps it for packing, or writes it to the rejects with its reason.
     pub(super) fn take(&mut self, raw: &RawRecord, outcome: Outcome, file_name: &Path) -> Result<()> {
-        self.counts.records_read += 1;
+        self.counts.tally.count(&outcome);
         match outcome {
             Outcome::Encoded(encoded) => {
-                self.counts.packed += 1;
-                self.counts.truncated += u64::from(encoded.truncated);
-                self.counts.tokens += encoded.ids.len() as u64;
-                self.counts.trained_tokens += encoded.trained_tokens() as u64;
                 self.window.push(Document {
                     encoded,
                     file: raw.file,
@@ -115,19 +105,13 @@ impl Sink {
                 });
                 Ok(())
             }
-            Outcome::Rejected(problems) => {
-                self.counts.rejected += 1;
-                self.reject(raw, file_name, "rejected", &problems)
-            }
-            Outcome::Dropped(problem) => {
-                self.counts.dropped += 1;
-                self.reject(raw, file_name, "dropped", std::slice::from_ref(&problem))
-            }
+            Outcome::Rejected(problems) => self.reject(raw, file_name, "rejected", &problems),
+            Outcome::Dropped(problem) => self.reject(raw, file_name, "dropped", std::slice::from_ref(&problem)),
         }
     }
 
     fn reject(&mut self, raw: &RawRecord, file_name: &Path, status: &str, problems: &[Problem]) -> Result<()> {
-        let kind = problems.first().map_or("unknown", |p| p.kind).to_string();
+        let kind = problems.first().map_or("unknown", |p| p.kind);
         let current = raw.text.as_deref().unwrap_or("");
         let (record, truncated) = cut(raw.mapped_from.as_deref().unwrap_or(current));
         let mut line = json!({
@@ -152,12 +136,6 @@ impl Sink {
         bytes.push(b'\n');
         self.rejects.write_all(&bytes).map_err(|e| Error::io(REJECTS_FILE, e))?;
         self.rejects_bytes += bytes.len() as u64;
-        let by = if status == "rejected" {
-            &mut self.counts.rejected_by_kind
-        } else {
-            &mut self.counts.dropped_by_reason
-        };
-        *by.entry(kind).or_default() += 1;
         Ok(())
     }
 
@@ -217,7 +195,7 @@ impl Sink {
     pub(super) fn finish(&self, max_length: Option<usize>) -> (Counts, Vec<ShardInfo>) {
         let mut counts = self.counts.clone();
         counts.packing_efficiency = match max_length {
-            Some(max) if counts.rows > 0 => counts.tokens as f64 / (counts.rows as f64 * max as f64),
+            Some(max) if counts.rows > 0 => counts.tally.tokens as f64 / (counts.rows as f64 * max as f64),
             _ => 1.0,
         };
         (counts, self.writer.finished.clone())
