@@ -13,6 +13,7 @@ from .encoding import Encoder as Encoder
 from .encoding import encode_conversation as encode_conversation
 from .errors import ConfigError as ConfigError
 from .errors import InputError as InputError
+from .errors import OutputError as OutputError
 from .errors import RecordError as RecordError
 from .errors import SftpackError as SftpackError
 from .errors import TemplateError as TemplateError
@@ -26,6 +27,7 @@ __all__ = [
     "EncodedConversation",
     "Encoder",
     "InputError",
+    "OutputError",
     "PackDataset",
     "PackLoader",
     "PackSampler",

@@ -134,7 +134,7 @@ def validation_size(value: float | int | str | None) -> dict[str, float | int] |
         return {"fraction": number}
     if number >= 1 and number.is_integer():
         return {"documents": int(number)}
-    raise ConfigError(f"val_size {value!r} is neither a share between 0 and 1 nor a whole number of records\n"
+    raise ConfigError(f"val_size: {value!r} is neither a share between 0 and 1 nor a whole number of records\n"
                       "hint: --val-size 0.05 holds out 5% of the records, --val-size 500 holds out 500")
 
 

@@ -49,7 +49,7 @@ pub fn map_records(mapper: &dyn RecordMapper, records: &mut [RawRecord]) -> Resu
         .collect();
     let results = mapper.map_batch(&texts)?;
     if results.len() != readable.len() {
-        return Err(crate::error::Error::Config(format!(
+        return Err(crate::error::Error::config(format!(
             "the map function answered {} results for {} records",
             results.len(),
             readable.len()

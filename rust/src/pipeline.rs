@@ -65,7 +65,7 @@ pub fn forced_format(config: &JobConfig) -> Result<Option<Format>> {
         .map(|name| {
             Format::from_name(name).ok_or_else(|| {
                 let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                Error::Config(format!("unknown format \"{name}\"; formats are {}", names.join(", ")))
+                Error::config(format!("unknown format \"{name}\"; formats are {}", names.join(", ")))
             })
         })
         .transpose()
@@ -158,7 +158,7 @@ pub fn stream(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .build()
-        .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+        .map_err(|e| Error::config(format!("cannot start worker threads: {e}")))?;
     let mut progress = StreamProgress::default();
     for (file_index, path) in files.iter().enumerate() {
         let mut format = forced;

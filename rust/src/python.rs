@@ -1,10 +1,7 @@
 //! The pyo3 layer, and nothing else: convert arguments, release the GIL, run the core, convert
 //! the result. Jobs take and return JSON text so the boundary stays plain data.
 
-use pyo3::create_exception;
-use pyo3::exceptions::{
-    PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyPermissionError, PyValueError,
-};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyPermissionError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -15,48 +12,51 @@ use crate::map::RecordMapper;
 use crate::pipeline::{build_encoder, JobConfig};
 use crate::schema::{self, Format};
 
-create_exception!(_core, SftpackError, PyException, "Base class of sftpack's errors.");
-create_exception!(_core, ConfigError, SftpackError, "A job's settings are invalid.");
-create_exception!(_core, InputError, SftpackError, "An input cannot be read as a dataset.");
-create_exception!(_core, OutputError, SftpackError, "The output cannot be written.");
-create_exception!(
-    _core,
-    TokenizerError,
-    SftpackError,
-    "The tokenizer cannot be loaded or used."
-);
-create_exception!(
-    _core,
-    TemplateError,
-    SftpackError,
-    "The chat template cannot be compiled or used."
-);
-create_exception!(
-    _core,
-    RecordError,
-    SftpackError,
-    "One record is invalid; args[1] lists its problems."
-);
-
-fn to_py(error: Error) -> PyErr {
-    let message = error.to_string();
-    match error {
-        Error::Io { source, .. } => match source.kind() {
-            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
-            std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
-            _ => PyOSError::new_err(message),
-        },
-        Error::Input(_) | Error::Overlong { .. } => InputError::new_err(message),
-        Error::Tokenizer(_) => TokenizerError::new_err(message),
-        Error::Template(_) => TemplateError::new_err(message),
-        Error::Config(_) => ConfigError::new_err(message),
-        Error::Output(_) => OutputError::new_err(message),
-        Error::Interrupted => PyKeyboardInterrupt::new_err(message),
+/// An instance of one of `sftpack.errors`' classes (defined in Python, so that Python code
+/// raises and catches the same ones), called with a message and its hint (for `RecordError`:
+/// the problems as JSON).
+fn sftpack_error(py: Python<'_>, class: &str, args: (String, Option<String>)) -> PyErr {
+    let instance = py
+        .import("sftpack.errors")
+        .and_then(|module| module.getattr(class))
+        .and_then(|class| class.call1(args));
+    match instance {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(error) => error,
     }
 }
 
+/// Engine errors as Python exceptions: the `sftpack.errors` class of their kind with message and
+/// hint as separate fields; I/O failures as Python's own `FileNotFoundError` & co.
+impl From<Error> for PyErr {
+    fn from(error: Error) -> PyErr {
+        let class = match &error {
+            Error::Io { source, .. } => {
+                let message = error.to_string();
+                return match source.kind() {
+                    std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
+                    std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
+                    _ => PyOSError::new_err(message),
+                };
+            }
+            Error::Interrupted => return PyKeyboardInterrupt::new_err(error.to_string()),
+            Error::Input(_) | Error::Overlong { .. } => "InputError",
+            Error::Tokenizer(_) => "TokenizerError",
+            Error::Template(_) => "TemplateError",
+            Error::Config(_) => "ConfigError",
+            Error::Output(_) => "OutputError",
+        };
+        let (message, hint) = (error.message(), error.fix());
+        Python::attach(|py| sftpack_error(py, class, (message, hint)))
+    }
+}
+
+fn config_error(message: String) -> PyErr {
+    Python::attach(|py| sftpack_error(py, "ConfigError", (message, None)))
+}
+
 fn parse_config(config_json: &str) -> PyResult<JobConfig> {
-    serde_json::from_str(config_json).map_err(|e| ConfigError::new_err(format!("invalid job config: {e}")))
+    serde_json::from_str(config_json).map_err(|e| config_error(format!("invalid job config: {e}")))
 }
 
 /// A Python map function (`sftpack.mapping.MapFunction`): called with a list of record texts,
@@ -82,7 +82,7 @@ impl PyMapper {
         let raised = mapper.and_then(|m| m.raised.into_inner().ok().flatten());
         match (raised, result) {
             (Some(error), _) => Err(error),
-            (None, result) => result.map_err(to_py),
+            (None, result) => result.map_err(PyErr::from),
         }
     }
 }
@@ -149,8 +149,8 @@ fn preprocess(
     progress: Option<Py<PyAny>>,
     map_fn: Option<Py<PyAny>>,
 ) -> PyResult<String> {
-    let config: crate::preprocess::PreprocessConfig = serde_json::from_str(config_json)
-        .map_err(|e| ConfigError::new_err(format!("invalid preprocess config: {e}")))?;
+    let config: crate::preprocess::PreprocessConfig =
+        serde_json::from_str(config_json).map_err(|e| config_error(format!("invalid preprocess config: {e}")))?;
     let mapper = PyMapper::new(map_fn);
     let mut stopped_by: Option<PyErr> = None;
     let result = py.detach(|| {
@@ -174,10 +174,11 @@ fn preprocess(
     serde_json::to_string(&report).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// `sftpack.errors.RecordError(message, problems)`: the problems as data (a JSON list).
 fn record_error(problems: &[crate::error::Problem]) -> PyErr {
     let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
     let detail = serde_json::to_string(problems).unwrap_or_default();
-    RecordError::new_err((message, detail))
+    Python::attach(|py| sftpack_error(py, "RecordError", (message, Some(detail))))
 }
 
 /// Encodes single records; holds a loaded tokenizer and template.
@@ -191,7 +192,7 @@ impl PyEncoder {
     #[new]
     fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
         let config = parse_config(config_json)?;
-        let encoder = py.detach(|| build_encoder(&config)).map_err(to_py)?;
+        let encoder = py.detach(|| build_encoder(&config))?;
         Ok(PyEncoder { encoder })
     }
 
@@ -200,7 +201,7 @@ impl PyEncoder {
     #[pyo3(signature = (record_json, format=None))]
     fn encode<'py>(&self, py: Python<'py>, record_json: &str, format: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
         let forced = format
-            .map(|f| Format::from_name(f).ok_or_else(|| ConfigError::new_err(format!("unknown format \"{f}\""))))
+            .map(|f| Format::from_name(f).ok_or_else(|| config_error(format!("unknown format \"{f}\""))))
             .transpose()?;
         let outcome = py.detach(|| {
             let record = schema::parse_json(record_json).map_err(|p| vec![p])?;
@@ -271,8 +272,8 @@ impl PyEncoder {
 /// filled in (for checking that Python's settings mirror the Rust structs).
 #[pyfunction]
 fn normalize_preprocess_config(config_json: &str) -> PyResult<String> {
-    let config: crate::preprocess::PreprocessConfig = serde_json::from_str(config_json)
-        .map_err(|e| ConfigError::new_err(format!("invalid preprocess config: {e}")))?;
+    let config: crate::preprocess::PreprocessConfig =
+        serde_json::from_str(config_json).map_err(|e| config_error(format!("invalid preprocess config: {e}")))?;
     serde_json::to_string(&config).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
@@ -290,14 +291,6 @@ fn builtin_templates() -> String {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("SftpackError", py.get_type::<SftpackError>())?;
-    m.add("ConfigError", py.get_type::<ConfigError>())?;
-    m.add("InputError", py.get_type::<InputError>())?;
-    m.add("TokenizerError", py.get_type::<TokenizerError>())?;
-    m.add("TemplateError", py.get_type::<TemplateError>())?;
-    m.add("RecordError", py.get_type::<RecordError>())?;
-    m.add("OutputError", py.get_type::<OutputError>())?;
     m.add_function(wrap_pyfunction!(preprocess, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
     m.add_function(wrap_pyfunction!(samples, m)?)?;

@@ -40,7 +40,7 @@ impl Row {
     pub fn validate(&self, max_length: Option<usize>) -> Result<()> {
         let n = self.input_ids.len();
         let fail = |what: &str| {
-            Err(Error::Output(format!(
+            Err(Error::output(format!(
                 "internal error: a packed row breaks an invariant: {what}"
             )))
         };
@@ -108,7 +108,7 @@ where
     let values: ArrayRef = Arc::new(make(values));
     let item = Arc::new(Field::new_list_field(values.data_type().clone(), false));
     let list = ListArray::try_new(item, OffsetBuffer::from_lengths(lengths), values, None)
-        .map_err(|e| Error::Output(format!("cannot build an Arrow column: {e}")))?;
+        .map_err(|e| Error::output(format!("cannot build an Arrow column: {e}")))?;
     Ok(Arc::new(list))
 }
 
@@ -120,7 +120,7 @@ fn batch(rows: &[Row]) -> Result<RecordBatch> {
         list_column(rows, |r| &r.source_file, Int32Array::from)?,
         list_column(rows, |r| &r.source_line, Int64Array::from)?,
     ];
-    RecordBatch::try_new(schema(), columns).map_err(|e| Error::Output(format!("cannot build an Arrow batch: {e}")))
+    RecordBatch::try_new(schema(), columns).map_err(|e| Error::output(format!("cannot build an Arrow batch: {e}")))
 }
 
 /// Hashes everything written through it.
@@ -209,7 +209,7 @@ impl ShardWriter {
                 bytes: 0,
             };
             let writer = FileWriter::try_new(sink, &schema())
-                .map_err(|e| Error::Output(format!("cannot start {}: {e}", temporary.display())))?;
+                .map_err(|e| Error::output(format!("cannot start {}: {e}", temporary.display())))?;
             self.open = Some(OpenShard {
                 writer,
                 temporary,
@@ -219,7 +219,7 @@ impl ShardWriter {
                 bytes: 0,
             });
         }
-        self.open.as_mut().ok_or_else(|| Error::Output("no open shard".into()))
+        self.open.as_mut().ok_or_else(|| Error::output("no open shard"))
     }
 
     fn flush_batch(&mut self) -> Result<()> {
@@ -233,7 +233,7 @@ impl ShardWriter {
         shard
             .writer
             .write(&record_batch)
-            .map_err(|e| Error::Output(format!("cannot write {}: {e}", shard.temporary.display())))?;
+            .map_err(|e| Error::output(format!("cannot write {}: {e}", shard.temporary.display())))?;
         shard.rows += rows.len() as u64;
         shard.tokens += rows.iter().map(|r| r.input_ids.len() as u64).sum::<u64>();
         shard.bytes += bytes;
@@ -247,7 +247,7 @@ impl ShardWriter {
             return Ok(());
         };
         let fail =
-            |e: &dyn std::fmt::Display, path: &Path| Error::Output(format!("cannot finish {}: {e}", path.display()));
+            |e: &dyn std::fmt::Display, path: &Path| Error::output(format!("cannot finish {}: {e}", path.display()));
         shard.writer.finish().map_err(|e| fail(&e, &shard.temporary))?;
         let sink = shard.writer.into_inner().map_err(|e| fail(&e, &shard.temporary))?;
         let HashingWriter { inner, hasher, bytes } = sink;

@@ -150,7 +150,7 @@ fn missing_tokenizer_error(dir: &Path) -> Error {
         "point --tokenizer at a Hugging Face tokenizer directory (with tokenizer.json) or at a tokenizer.json file"
             .to_string()
     };
-    Error::Tokenizer(format!("no tokenizer.json in {}\nhint: {hint}", dir.display()))
+    Error::tokenizer(format!("no tokenizer.json in {}", dir.display())).hint(hint)
 }
 
 /// A config token is a string or an AddedToken object `{"content": ...}`.
@@ -181,8 +181,8 @@ fn read_json_object(path: &Path) -> Result<serde_json::Map<String, Value>> {
     let text = read_to_string(path)?;
     match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::Tokenizer(format!("{} is not a JSON object", path.display()))),
-        Err(e) => Err(Error::Tokenizer(format!("{} is not valid JSON: {e}", path.display()))),
+        Ok(_) => Err(Error::tokenizer(format!("{} is not a JSON object", path.display()))),
+        Err(e) => Err(Error::tokenizer(format!("{} is not valid JSON: {e}", path.display()))),
     }
 }
 
@@ -215,14 +215,14 @@ impl TokenizerBundle {
                 path.to_path_buf(),
             )
         } else {
-            return Err(Error::Tokenizer(format!(
+            return Err(Error::tokenizer(format!(
                 "tokenizer path {} does not exist",
                 path.display()
             )));
         };
         let text = read_to_string(&json_path)?;
         let unloadable = |e: &dyn std::fmt::Display| {
-            Error::Tokenizer(format!(
+            Error::tokenizer(format!(
                 "{} is not a tokenizer.json that the tokenizers library can load: {e}",
                 json_path.display()
             ))

@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_error(error: SftpackError | OSError) -> None:
+    """Every command reports a failure the same way, on stderr: ``error:`` what happened and
+    where, then ``hint:`` how to fix it when sftpack knows."""
+    if isinstance(error, SftpackError):
+        print(f"error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+    else:
+        print(f"error: {error}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SftpackError, OSError) as error:
         if args.debug:
             raise
-        message = str(error)
-        print(f"error: {message}", file=sys.stderr)
+        report_error(error)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

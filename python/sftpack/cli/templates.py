@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .. import _core
+from ..errors import ConfigError
 
 HELP = "list or show the built-in XTuner prompt templates"
 
@@ -37,8 +38,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     templates = table()
     if args.name not in templates:
-        print(f"error: unknown template \"{args.name}\"\n\nhint: `sftpack templates list` shows the names")
-        return 1
+        raise ConfigError(f"unknown template \"{args.name}\"", hint="`sftpack templates list` shows the names")
     for field, value in templates[args.name].items():
         print(f"{field}: {json.dumps(value, ensure_ascii=False)}")
     return 0

@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import SftpackError
+
 IGNORE_INDEX = -100
 FORMAT = "sftpack-pack"
 SUPPORTED_VERSIONS = (1,)
 COLUMNS = ("input_ids", "loss_mask", "cu_seqlens", "source_file", "source_line")
 
 
-class PackFormatError(ValueError):
+class PackFormatError(SftpackError, ValueError):
     """The directory is not a complete, readable sftpack pack."""
 
 

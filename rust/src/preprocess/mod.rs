@@ -219,10 +219,11 @@ pub fn preprocess(
             });
         }
         if !config.overwrite {
-            return Err(Error::Config(format!(
-                "{} already holds a pack made from other inputs or settings\nhint: choose another --out, or pass --overwrite to replace it",
+            return Err(Error::config(format!(
+                "{} already holds a pack made from other inputs or settings",
                 out.display()
-            )));
+            ))
+            .hint("choose another --out, or pass --overwrite to replace it"));
         }
         clear_output(out, &validation_dir)?;
     }

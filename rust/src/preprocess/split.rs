@@ -38,21 +38,20 @@ impl ValidationSize {
         let wanted = match self {
             ValidationSize::Fraction(f) if f > 0.0 && f < 1.0 => ((f * total as f64).round() as u64).max(1),
             ValidationSize::Fraction(f) => {
-                return Err(Error::Config(format!(
-                    "validation fraction {f} is not between 0 and 1\nhint: pass a share such as 0.05, or a number of documents such as 500"
-                )))
+                return Err(Error::config(format!("validation fraction {f} is not between 0 and 1"))
+                    .hint("pass a share such as 0.05, or a number of documents such as 500"))
             }
             ValidationSize::Documents(0) => {
-                return Err(Error::Config(
-                    "a validation split of 0 documents\nhint: leave --val-size out for no validation split".into(),
-                ))
+                return Err(Error::config("a validation split of 0 documents")
+                    .hint("leave --val-size out for no validation split"))
             }
             ValidationSize::Documents(n) => n,
         };
         if total < 2 || wanted >= total {
-            return Err(Error::Config(format!(
-                "a validation split of {wanted} record(s) leaves nothing to train on: the inputs hold {total} record(s)\nhint: pass a smaller --val-size"
-            )));
+            return Err(Error::config(format!(
+                "a validation split of {wanted} record(s) leaves nothing to train on: the inputs hold {total} record(s)"
+            ))
+            .hint("pass a smaller --val-size"));
         }
         Ok(wanted)
     }

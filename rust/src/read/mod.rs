@@ -54,7 +54,7 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let before = files.len();
             collect_dir(path, &mut files)?;
             if files.len() == before {
-                return Err(Error::Input(format!(
+                return Err(Error::input(format!(
                     "directory {} holds no .json or .jsonl files (optionally .gz or .zst)",
                     path.display()
                 )));
@@ -116,7 +116,7 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
         )),
         Some(_) => {
             let decoder = ruzstd::decoding::StreamingDecoder::new(raw)
-                .map_err(|e| Error::Input(format!("{} is not a valid zstd file: {e}", path.display())))?;
+                .map_err(|e| Error::input(format!("{} is not a valid zstd file: {e}", path.display())))?;
             Box::new(BufReader::with_capacity(1 << 20, decoder))
         }
         None => Box::new(raw),

@@ -243,7 +243,7 @@ impl JinjaTemplate {
         env.add_filter("float", float_filter);
         env.add_filter("int", int_filter);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
-            .map_err(|e| Error::Template(format!("the chat template does not compile: {e:#}")))?;
+            .map_err(|e| Error::template(format!("the chat template does not compile: {e:#}")))?;
         let mut globals = serde_json::Map::new();
         for (key, value) in [
             ("bos_token", &special.bos_token),

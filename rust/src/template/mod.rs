@@ -26,9 +26,12 @@ impl ChatTemplate {
         match spec {
             None | Some("tokenizer") => {
                 let source = tokenizer.chat_template.as_deref().ok_or_else(|| {
-                    Error::Template(format!(
-                        "the tokenizer at {} has no chat template\nhint: pass --template NAME (one of: {}) or --template FILE.jinja",
-                        tokenizer.path.display(),
+                    Error::template(format!(
+                        "the tokenizer at {} has no chat template",
+                        tokenizer.path.display()
+                    ))
+                    .hint(format!(
+                        "pass --template NAME (one of: {}) or --template FILE.jinja",
                         builtin::names().join(", ")
                     ))
                 })?;
@@ -49,8 +52,11 @@ impl ChatTemplate {
                         template: JinjaTemplate::new(&source, &tokenizer.special)?,
                     });
                 }
-                Err(Error::Template(format!(
-                    "unknown template \"{name}\": it is neither a built-in template nor a file\nhint: built-in templates are {}; `sftpack templates list` shows them",
+                Err(Error::template(format!(
+                    "unknown template \"{name}\": it is neither a built-in template nor a file"
+                ))
+                .hint(format!(
+                    "built-in templates are {}; `sftpack templates list` shows them",
                     builtin::names().join(", ")
                 )))
             }
