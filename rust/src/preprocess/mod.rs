@@ -195,7 +195,6 @@ pub fn preprocess(
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<PreprocessReport> {
     let out = &config.out;
-    let validation_dir = out.join(VALIDATION_DIR);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let files = read::expand_inputs(&config.job.inputs)?;
     let encoder = build_encoder(&config.job)?;
@@ -203,94 +202,15 @@ pub fn preprocess(
     let inputs: Vec<InputInfo> = files.par_iter().map(|p| hash_file(p)).collect::<Result<_>>()?;
     let bytes_total: u64 = inputs.iter().map(|i| i.bytes).sum();
     let provenance = Provenance::new(config, &encoder, inputs);
-    let key = provenance.key.clone();
-
-    let manifest_path = out.join("manifest.json");
-    if let Some(existing) = read_json::<Value>(&manifest_path) {
-        let same_key = existing.get("key").and_then(Value::as_str) == Some(key.as_str());
-        if let Some(manifest) = same_key
-            .then(|| serde_json::from_value::<Manifest>(existing).ok())
-            .flatten()
-        {
-            return Ok(PreprocessReport {
-                status: "up to date".into(),
-                out: out.display().to_string(),
-                manifest,
-            });
-        }
-        if !config.overwrite {
-            return Err(Error::config(format!(
-                "{} already holds a pack made from other inputs or settings",
-                out.display()
-            ))
-            .hint("choose another --out, or pass --overwrite to replace it"));
-        }
-        clear_output(out, &validation_dir)?;
+    let report = |status: &str, manifest| PreprocessReport {
+        status: status.into(),
+        out: out.display().to_string(),
+        manifest,
+    };
+    if let Some(manifest) = finished_pack(config, &provenance.key)? {
+        return Ok(report("up to date", manifest));
     }
-    let splits = if config.validation.is_some() { 2 } else { 1 };
-    let checkpoint =
-        read_json::<Checkpoint>(&out.join("progress.json")).filter(|c| c.key == key && c.splits.len() == splits);
-    let resumed = checkpoint.is_some();
-    if !resumed {
-        clear_output(out, &validation_dir)?;
-    }
-    let Checkpoint {
-        records_consumed,
-        windows,
-        splits: mut states,
-        ..
-    } = checkpoint.unwrap_or(Checkpoint {
-        key: key.clone(),
-        records_consumed: 0,
-        windows: 0,
-        splits: vec![SinkState::default(); splits],
-    });
-    let validation = match config.validation {
-        Some(size) => {
-            let state = states.pop().unwrap_or_default();
-            let selection = Selection::choose(&files, size, config.seed)?;
-            Some((Sink::open(&validation_dir, config.shard_bytes, state)?, selection))
-        }
-        None => None,
-    };
-    let train = Sink::open(out, config.shard_bytes, states.pop().unwrap_or_default())?;
-    let mut run = Run {
-        config,
-        packing: Packing {
-            pack: config.pack,
-            max_length: config.job.encode.max_length,
-            seed: config.seed,
-        },
-        train,
-        validation,
-        windows,
-        records_consumed,
-        key: key.clone(),
-        files: files.clone(),
-    };
-    // What progress reports of the run; shared by the two callbacks.
-    let written = std::cell::Cell::new(run.counts());
-    let mut on_record = |_: Option<Format>, raw: RawRecord, outcome: Outcome| {
-        run.take(&raw, outcome)?;
-        written.set(run.counts());
-        Ok(())
-    };
-    let interval = std::time::Duration::from_millis(config.progress_interval_ms);
-    let mut last_report = std::time::Instant::now();
-    let mut on_batch = |p: &StreamProgress| {
-        if last_report.elapsed() < interval {
-            return true;
-        }
-        last_report = std::time::Instant::now();
-        let (tokens, rows) = written.get();
-        progress(&Progress {
-            records: p.records,
-            tokens,
-            bytes_read: p.bytes_read,
-            bytes_total,
-            rows,
-        })
-    };
+    let (mut run, resumed) = Run::open(config, &provenance.key, &files)?;
     let source = Source {
         files: &files,
         forced,
@@ -298,10 +218,10 @@ pub fn preprocess(
         mapper,
         threads: config.job.threads,
     };
-    let streamed = stream(&source, records_consumed, &mut on_record, &mut on_batch);
+    let streamed = run.stream(&source, bytes_total, progress);
     if let Err(error @ Error::Overlong { .. }) = streamed {
         // These settings can never finish: leave no half-made pack behind to resume.
-        clear_output(out, &validation_dir)?;
+        clear_output(out, &out.join(VALIDATION_DIR))?;
         return Err(error);
     }
     streamed?;
@@ -309,12 +229,115 @@ pub fn preprocess(
     let manifest = write_manifests(&run, &provenance, out)?;
     let progress_path = out.join("progress.json");
     std::fs::remove_file(&progress_path).map_err(|e| Error::io(&progress_path, e))?;
-    let status = if resumed { "resumed" } else { "done" };
-    Ok(PreprocessReport {
-        status: status.into(),
-        out: out.display().to_string(),
-        manifest,
-    })
+    Ok(report(if resumed { "resumed" } else { "done" }, manifest))
+}
+
+/// The finished pack in the output directory if it has this key. A pack with another key is an
+/// error, or, with `overwrite`, removed.
+fn finished_pack(config: &PreprocessConfig, key: &str) -> Result<Option<Manifest>> {
+    let out = &config.out;
+    let Some(existing) = read_json::<Value>(&out.join("manifest.json")) else {
+        return Ok(None);
+    };
+    if existing.get("key").and_then(Value::as_str) == Some(key) {
+        if let Ok(manifest) = serde_json::from_value::<Manifest>(existing) {
+            return Ok(Some(manifest));
+        }
+    }
+    if !config.overwrite {
+        return Err(Error::config(format!(
+            "{} already holds a pack made from other inputs or settings",
+            out.display()
+        ))
+        .hint("choose another --out, or pass --overwrite to replace it"));
+    }
+    clear_output(out, &out.join(VALIDATION_DIR))?;
+    Ok(None)
+}
+
+impl<'a> Run<'a> {
+    /// Opens the output packs: where an earlier run with this key checkpointed, resumed (true),
+    /// else from nothing.
+    fn open(config: &'a PreprocessConfig, key: &str, files: &[PathBuf]) -> Result<(Self, bool)> {
+        let out = &config.out;
+        let validation_dir = out.join(VALIDATION_DIR);
+        let splits = if config.validation.is_some() { 2 } else { 1 };
+        let checkpoint =
+            read_json::<Checkpoint>(&out.join("progress.json")).filter(|c| c.key == key && c.splits.len() == splits);
+        let resumed = checkpoint.is_some();
+        if !resumed {
+            clear_output(out, &validation_dir)?;
+        }
+        let Checkpoint {
+            records_consumed,
+            windows,
+            splits: mut states,
+            ..
+        } = checkpoint.unwrap_or(Checkpoint {
+            key: key.to_string(),
+            records_consumed: 0,
+            windows: 0,
+            splits: vec![SinkState::default(); splits],
+        });
+        let validation = match config.validation {
+            Some(size) => {
+                let state = states.pop().unwrap_or_default();
+                let selection = Selection::choose(files, size, config.seed)?;
+                Some((Sink::open(&validation_dir, config.shard_bytes, state)?, selection))
+            }
+            None => None,
+        };
+        let train = Sink::open(out, config.shard_bytes, states.pop().unwrap_or_default())?;
+        let run = Run {
+            config,
+            packing: Packing {
+                pack: config.pack,
+                max_length: config.job.encode.max_length,
+                seed: config.seed,
+            },
+            train,
+            validation,
+            windows,
+            records_consumed,
+            key: key.to_string(),
+            files: files.to_vec(),
+        };
+        Ok((run, resumed))
+    }
+
+    /// Streams the records not done yet into the packs, reporting progress.
+    fn stream(
+        &mut self,
+        source: &Source<'_>,
+        bytes_total: u64,
+        progress: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<()> {
+        let skip = self.records_consumed;
+        let interval = std::time::Duration::from_millis(self.config.progress_interval_ms);
+        // What progress reports of the run; shared by the two callbacks.
+        let written = std::cell::Cell::new(self.counts());
+        let mut on_record = |_: Option<Format>, raw: RawRecord, outcome: Outcome| {
+            self.take(&raw, outcome)?;
+            written.set(self.counts());
+            Ok(())
+        };
+        let mut last_report = std::time::Instant::now();
+        let mut on_batch = |p: &StreamProgress| {
+            if last_report.elapsed() < interval {
+                return true;
+            }
+            last_report = std::time::Instant::now();
+            let (tokens, rows) = written.get();
+            progress(&Progress {
+                records: p.records,
+                tokens,
+                bytes_read: p.bytes_read,
+                bytes_total,
+                rows,
+            })
+        };
+        stream(source, skip, &mut on_record, &mut on_batch)
+    }
 }
 
 /// Writes the validation pack's manifest (if any), then the training pack's, which marks the
