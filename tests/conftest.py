@@ -108,6 +108,17 @@ def mistral_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return out
 
 
+def trained_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
+    """The runs of consecutive trained tokens: one per trained turn."""
+    runs: list[list[int]] = [[]]
+    for token, trained in zip(ids, mask, strict=True):
+        if trained:
+            runs[-1].append(token)
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if r]
+
+
 # Tokenizers with a Jinja chat template in shared/data.
 JINJA_TOKENIZERS = ["qwen3", "llama3", "phi-3-mini", "gemma3", "deepseek-v3"]
 

@@ -13,7 +13,7 @@ import pytest
 from sftpack import Encoder, RecordError
 from sftpack.errors import record_problems
 
-from .conftest import JINJA_TOKENIZERS, read_jsonl, shared_path
+from .conftest import JINJA_TOKENIZERS, read_jsonl, shared_path, trained_runs
 
 transformers = pytest.importorskip("transformers")
 
@@ -186,7 +186,7 @@ def test_tool_call_turns_are_located_and_trained(thinking: bool, tokenizer_dir: 
         expected = reference.apply_chat_template(messages, tools=record["tools"], tokenize=True, return_dict=True,
                                                  **kwargs)["input_ids"]
         assert out.input_ids == list(expected)
-        runs = [encoder.decode(r) for r in runs_of_trained_tokens(out.input_ids, out.loss_mask)]
+        runs = [encoder.decode(r) for r in trained_runs(out.input_ids, out.loss_mask)]
         assistant = [m for m in messages if m["role"] == "assistant"]
         assert len(runs) == len(assistant), (runs, assistant)
         for run, message in zip(runs, assistant, strict=True):
@@ -198,13 +198,3 @@ def test_tool_call_turns_are_located_and_trained(thinking: bool, tokenizer_dir: 
             else:
                 assert message["content"].strip()[:30] in run
     assert calls >= 200
-
-
-def runs_of_trained_tokens(ids: list[int], mask: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = [[]]
-    for token, trained in zip(ids, mask, strict=True):
-        if trained:
-            runs[-1].append(token)
-        elif runs[-1]:
-            runs.append([])
-    return [r for r in runs if r]

@@ -16,7 +16,7 @@ from sftpack import Encoder, RecordError, _core
 from sftpack.encoding import StopTokens
 from sftpack.lifecycle import reply_prompt_mismatch
 
-from .conftest import DEMO, JINJA_TOKENIZERS, read_jsonl, shared_path
+from .conftest import DEMO, JINJA_TOKENIZERS, read_jsonl, shared_path, trained_runs
 
 BUILTIN = json.loads(_core.builtin_templates())
 
@@ -142,16 +142,6 @@ def generation_stops_at(run: list[int], stops: StopTokens, decode: Callable[[lis
             if stop in text:
                 return text.split(stop, 1)[0]
     return None
-
-
-def trained_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = [[]]
-    for token, trained in zip(ids, mask, strict=True):
-        if trained:
-            runs[-1].append(token)
-        elif runs[-1]:
-            runs.append([])
-    return [r for r in runs if r]
 
 
 def assert_replies_end_at_stops(encoder: Encoder, records: list[dict[str, Any]]) -> int:
