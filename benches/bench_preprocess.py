@@ -6,6 +6,8 @@ Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py)
 - the ratio to a Python pipeline of the peers' kind: datasets.map (num_proc = threads) with
   transformers apply_chat_template and per-record labels from prefix renderings;
 - the cost of a trivial (identity) map function, run in the engine's loop as a stage;
+- the engine's own profile: start-up, and CPU seconds per stage (read, map, parse, render,
+  tokenize, mask, write);
 - packing efficiency at 2048 / 4096 / 8192;
 - peak RSS at 1x and 4x the corpus size (flat = bounded memory).
 
@@ -50,7 +52,7 @@ result = preprocess([data], tokenizer, out, threads=int(threads), max_length=int
 seconds = time.perf_counter() - start
 counts = result["manifest"]["counts"]
 print(json.dumps({"seconds": seconds, "tokens": counts["tokens"], "records": counts["records_read"],
-                  "efficiency": counts["packing_efficiency"],
+                  "efficiency": counts["packing_efficiency"], "timing": result["timing"],
                   "rss_mb": peak_mb()}))
 """
 
@@ -224,6 +226,11 @@ def report(f: dict[str, Any]) -> None:
           f"  ({s['tokens']:,} tokens in {s['seconds']:.2f}s, tokenizer load and input hashing included)")
     print(f"              {s['steady_tokens_per_s']:>12,.0f} tokens/s  without the "
           f"{s['setup_seconds']:.2f}s fixed start-up")
+    timing = s.get("timing")
+    if timing:
+        stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timing["stages"].items())
+        print(f"              stages (CPU s over all threads): {stages}; start-up {timing['setup_s']:.2f}s, "
+              f"wall {timing['wall_s']:.2f}s")
     print(f"  floor       {f['floor']['tokens_per_s']:>12,.0f} tokens/s  (tokenizers encode_batch on rendered text)"
           f"  -> ratio {f['ratio_to_floor']:.2f} end to end, {f['steady_ratio_to_floor']:.2f} without start-up"
           " (target >= 0.8)")

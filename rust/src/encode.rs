@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Problem, Result};
 use crate::mask::{render_jinja, token_mask, turn_spans, TemplateTraits};
+use crate::profile::{self, Stage};
 use crate::schema::{Conversation, Role};
 use crate::template::builtin::Segments;
 use crate::template::{BuiltinTemplate, ChatTemplate};
@@ -112,26 +113,24 @@ impl Encoder {
         match &self.template {
             ChatTemplate::Jinja { template, .. } => {
                 let traits = self.traits.as_ref().ok_or_else(Vec::new)?;
-                let rendered = render_jinja(
-                    template,
-                    traits,
-                    &self.tokenizer,
-                    conversation,
-                    &self.options.template_kwargs,
-                )
+                let rendered = profile::time(Stage::Render, || {
+                    render_jinja(template, traits, &self.tokenizer, conversation, &self.options.template_kwargs)
+                })
                 .map_err(|p| vec![p])?;
-                let tokens = self
-                    .tokenizer
-                    .encode(Flavor::Transformers, &rendered.text, &rendered.content, true)
-                    .map_err(|p| vec![p])?;
-                let mask = token_mask(&tokens.starts, &rendered.trained);
+                let tokens = profile::time(Stage::Tokenize, || {
+                    self.tokenizer
+                        .encode(Flavor::Transformers, &rendered.text, &rendered.content, true)
+                })
+                .map_err(|p| vec![p])?;
+                let mask = profile::time(Stage::Mask, || token_mask(&tokens.starts, &rendered.trained));
                 Ok(Encoded {
                     ids: tokens.ids,
                     mask,
                     truncated: false,
                 })
             }
-            ChatTemplate::Builtin(t) => self.encode_xtuner(t, conversation).map_err(|p| vec![p]),
+            ChatTemplate::Builtin(t) => profile::time(Stage::Tokenize, || self.encode_xtuner(t, conversation))
+                .map_err(|p| vec![p]),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod mask;
 pub mod pack;
 pub mod pipeline;
 pub mod preprocess;
+pub mod profile;
 pub mod prompt;
 pub mod read;
 pub mod schema;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::encode::{EncodeOptions, Encoder, Outcome};
 use crate::error::{Error, Problem, Result};
 use crate::map::{map_records, MapFnIdentity, RecordMapper};
+use crate::profile::{self, Stage};
 use crate::read::{self, RawRecord};
 use crate::schema::{self, Format};
 use crate::template::ChatTemplate;
@@ -77,7 +78,7 @@ pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Ou
         Ok(t) => t,
         Err(p) => return Outcome::Rejected(vec![p.clone()]),
     };
-    let record = match schema::parse_json(text) {
+    let record = match profile::time(Stage::Parse, || schema::parse_json(text)) {
         Ok(r) => r,
         Err(p) => return Outcome::Rejected(vec![p]),
     };
@@ -86,7 +87,7 @@ pub fn process(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Ou
         return Outcome::Rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))
             .hint("records need \"messages\" (openai), \"conversation\" (xtuner), \"conversations\" (sharegpt), \"instruction\" (alpaca) or \"text\" (oasst); other formats need a map function")]);
     };
-    match schema::to_conversation(format, &record) {
+    match profile::time(Stage::Parse, || schema::to_conversation(format, &record)) {
         Ok(conversation) => encoder.encode(&conversation),
         Err(problems) => Outcome::Rejected(problems),
     }
@@ -164,7 +165,8 @@ pub fn stream(
         let mut format = forced;
         let mut records = read::records(file_index as u32, path)?;
         loop {
-            let mut batch: Vec<RawRecord> = records.by_ref().take(BATCH).collect::<Result<_>>()?;
+            let mut batch: Vec<RawRecord> =
+                profile::time(Stage::Read, || records.by_ref().take(BATCH).collect::<Result<_>>())?;
             if batch.is_empty() {
                 break;
             }
@@ -174,7 +176,7 @@ pub fn stream(
                 .sum::<u64>();
             let already = skip.saturating_sub(progress.records).min(batch.len() as u64) as usize;
             if already < batch.len() || format.is_none() {
-                map_batch(mapper, &mut batch, already, format.is_none())?;
+                profile::time(Stage::Map, || map_batch(mapper, &mut batch, already, format.is_none()))?;
             }
             if format.is_none() {
                 format = detect_format(&batch);
@@ -183,9 +185,12 @@ pub fn stream(
             let fresh: Vec<RawRecord> = batch.into_iter().skip(already).collect();
             let outcomes: Vec<Outcome> =
                 pool.install(|| fresh.par_iter().map(|raw| process(raw, format, encoder)).collect());
-            for (raw, outcome) in fresh.into_iter().zip(outcomes) {
-                on_record(format, raw, outcome)?;
-            }
+            profile::time(Stage::Write, || {
+                fresh
+                    .into_iter()
+                    .zip(outcomes)
+                    .try_for_each(|(raw, outcome)| on_record(format, raw, outcome))
+            })?;
             if !on_batch(&progress) {
                 return Err(Error::Interrupted);
             }

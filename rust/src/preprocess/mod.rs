@@ -32,6 +32,7 @@ use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::map::RecordMapper;
 use crate::pipeline::StreamProgress;
+use crate::profile::{self, Profile, Stage};
 use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Source};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
@@ -111,6 +112,17 @@ pub struct PreprocessReport {
     pub status: String,
     pub out: String,
     pub manifest: Manifest,
+    /// Where the time went (not part of the pack: it varies from run to run).
+    pub timing: Timing,
+}
+
+/// Wall seconds of the start-up (tokenizer and template loading, input hashing, the key) and
+/// of the whole run, and CPU seconds per stage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timing {
+    pub setup_s: f64,
+    pub wall_s: f64,
+    pub stages: Profile,
 }
 
 struct Run<'a> {
@@ -194,6 +206,8 @@ pub fn preprocess(
     mapper: Option<&dyn RecordMapper>,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<PreprocessReport> {
+    let started = std::time::Instant::now();
+    profile::reset();
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let files = read::expand_inputs(&config.job.inputs)?;
@@ -202,10 +216,16 @@ pub fn preprocess(
     let inputs: Vec<InputInfo> = files.par_iter().map(|p| hash_file(p)).collect::<Result<_>>()?;
     let bytes_total: u64 = inputs.iter().map(|i| i.bytes).sum();
     let provenance = Provenance::new(config, &encoder, inputs);
+    let setup_s = started.elapsed().as_secs_f64();
     let report = |status: &str, manifest| PreprocessReport {
         status: status.into(),
         out: out.display().to_string(),
         manifest,
+        timing: Timing {
+            setup_s,
+            wall_s: started.elapsed().as_secs_f64(),
+            stages: profile::snapshot(),
+        },
     };
     if let Some(manifest) = finished_pack(config, &provenance.key)? {
         return Ok(report("up to date", manifest));
@@ -225,7 +245,7 @@ pub fn preprocess(
         return Err(error);
     }
     streamed?;
-    run.flush_windows()?;
+    profile::time(Stage::Write, || run.flush_windows())?;
     let manifest = write_manifests(&run, &provenance, out)?;
     let progress_path = out.join("progress.json");
     std::fs::remove_file(&progress_path).map_err(|e| Error::io(&progress_path, e))?;

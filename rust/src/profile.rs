@@ -1,0 +1,71 @@
+//! Profile: where a job's time goes, stage by stage, so the next bottleneck is visible.
+//!
+//! Each stage adds the time it took to a process-wide counter (CPU time summed over worker
+//! threads, so stages run in parallel can add up to more than the wall time). A job resets the
+//! counters when it starts and reads them when it ends; two jobs at once in one process would
+//! share them, which only blurs these figures, never the output.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    /// Reading and framing records (the calling thread).
+    Read,
+    /// The Python map function, if any (the calling thread, GIL held).
+    Map,
+    /// JSON parsing and schema validation.
+    Parse,
+    /// Chat template rendering, the renders that find trained spans included.
+    Render,
+    /// Tokenization.
+    Tokenize,
+    /// Loss masks from spans.
+    Mask,
+    /// Packing, writing shards and rejects (the calling thread).
+    Write,
+}
+
+const STAGES: usize = 7;
+static NANOS: [AtomicU64; STAGES] = [const { AtomicU64::new(0) }; STAGES];
+
+pub fn reset() {
+    for counter in &NANOS {
+        counter.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work`, adding its duration to `stage`.
+pub fn time<T>(stage: Stage, work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = work();
+    NANOS[stage as usize].fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    result
+}
+
+/// Seconds per stage since the last reset.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Profile {
+    pub read: f64,
+    pub map: f64,
+    pub parse: f64,
+    pub render: f64,
+    pub tokenize: f64,
+    pub mask: f64,
+    pub write: f64,
+}
+
+pub fn snapshot() -> Profile {
+    let seconds = |stage: Stage| NANOS[stage as usize].load(Ordering::Relaxed) as f64 / 1e9;
+    Profile {
+        read: seconds(Stage::Read),
+        map: seconds(Stage::Map),
+        parse: seconds(Stage::Parse),
+        render: seconds(Stage::Render),
+        tokenize: seconds(Stage::Tokenize),
+        mask: seconds(Stage::Mask),
+        write: seconds(Stage::Write),
+    }
+}
