@@ -114,7 +114,13 @@ impl Encoder {
             ChatTemplate::Jinja { template, .. } => {
                 let traits = self.traits.as_ref().ok_or_else(Vec::new)?;
                 let rendered = profile::time(Stage::Render, || {
-                    render_jinja(template, traits, &self.tokenizer, conversation, &self.options.template_kwargs)
+                    render_jinja(
+                        template,
+                        traits,
+                        &self.tokenizer,
+                        conversation,
+                        &self.options.template_kwargs,
+                    )
                 })
                 .map_err(|p| vec![p])?;
                 let tokens = profile::time(Stage::Tokenize, || {
@@ -129,8 +135,9 @@ impl Encoder {
                     truncated: false,
                 })
             }
-            ChatTemplate::Builtin(t) => profile::time(Stage::Tokenize, || self.encode_xtuner(t, conversation))
-                .map_err(|p| vec![p]),
+            ChatTemplate::Builtin(t) => {
+                profile::time(Stage::Tokenize, || self.encode_xtuner(t, conversation)).map_err(|p| vec![p])
+            }
         }
     }
 

@@ -32,8 +32,8 @@ use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::map::RecordMapper;
 use crate::pipeline::StreamProgress;
-use crate::profile::{self, Profile, Stage};
 use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Source};
+use crate::profile::{self, Profile, Stage};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 
