@@ -39,6 +39,12 @@ class StopTokens:
     texts: list[str]
 
 
+def pack_template_kwargs(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The template kwargs a pack was encoded with, from its manifest."""
+    kwargs: dict[str, Any] = manifest.get("config", {}).get("encode", {}).get("template_kwargs") or {}
+    return kwargs
+
+
 class Encoder:
     """Encodes records with one tokenizer and template.
 
@@ -72,8 +78,8 @@ class Encoder:
         """The encoder a pack was made with (its template, as recorded, and template kwargs), to
         render generation prompts that continue exactly what training saw."""
         template = manifest["template"]
-        kwargs = manifest.get("config", {}).get("encode", {}).get("template_kwargs") or {}
-        return cls(tokenizer, template["name"], template_kwargs=kwargs, template_source=template["source"])
+        return cls(tokenizer, template["name"], template_kwargs=pack_template_kwargs(manifest),
+                   template_source=template["source"])
 
     @property
     def template_name(self) -> str:

@@ -26,7 +26,6 @@ from ..encoding import Encoder, StopTokens
 # time). Any other (sftpack's varlen, FlexAttention's per-shape compiles, a custom kernel) is
 # replaced by SDPA while generating.
 DECODE_CAPABLE = {"sdpa", "eager", "flash_attention_2", "flash_attention_3"}
-TRAINING_RECORD = "sftpack_train.json"
 
 
 def _base_model(model: Any) -> Any:
@@ -95,8 +94,9 @@ class ChatFormat:
         """The format of a model or adapter folder: the template its training record names
         (``sftpack_train.json``), else the tokenizer's own chat template; ``template`` overrides
         it ("tokenizer", a built-in name or a .jinja file), with a warning if it differs."""
-        record_path = folder / TRAINING_RECORD
-        record = json.loads(record_path.read_text()) if record_path.is_file() else None
+        from ..lifecycle import training_record  # noqa: PLC0415
+
+        record = training_record(folder)
         trained = None
         if record:
             trained = Encoder(tokenizer_dir, record["template"]["name"], template_source=record["template"]["source"],

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..data import PackDataset, PackLoader, collate_padded, collate_padding_free, global_trained_tokens
+from ..encoding import pack_template_kwargs
 from ..errors import ConfigError
 from . import zero
 from .attention import PADDING_FREE, choose_attention
@@ -347,7 +348,7 @@ class SFTRecipe:
         self._copy_tokenizer(target)
         manifest = self.dataset.manifest
         meta = {"step": self.step, "pack_key": manifest["key"], "template": manifest["template"],
-                "template_kwargs": manifest.get("config", {}).get("encode", {}).get("template_kwargs", {}),
+                "template_kwargs": pack_template_kwargs(manifest),
                 "config": self.config.to_dict(), "method": self.config.method.name,
                 "base_model": str(Path(self.config.model.path).resolve()), "format": layout, **extra}
         (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
