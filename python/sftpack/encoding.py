@@ -89,6 +89,14 @@ class Encoder:
     def template_source(self) -> str:
         return self._encoder.template_source
 
+    @property
+    def tokenizer_engine(self) -> dict[str, Any]:
+        """Which tokenizer engine encodes ("tokenizers 1.0.0-rc.3", or "tokenizers 0.23" with a
+        ``note`` saying why), and of the texts encoded so far with token starts, how many needed
+        0.23 for them (``starts_from_old_engine``). Ids and masks are the same either way."""
+        report: dict[str, Any] = json.loads(self._encoder.tokenizer_engine)
+        return report
+
     def encode(self, record: dict[str, Any] | list[dict[str, Any]], format: str | None = None) -> EncodedConversation:
         """Encodes one record (any supported format), or a bare list of OpenAI messages.
 

@@ -266,6 +266,13 @@ impl PyEncoder {
     fn template_source(&self) -> String {
         self.encoder.template.source()
     }
+
+    /// tokenizer_engine -> json: which tokenizer engine encodes, and how many texts needed the
+    /// old one for their token starts so far.
+    #[getter]
+    fn tokenizer_engine(&self) -> String {
+        serde_json::to_string(&self.encoder.tokenizer.engine_report()).unwrap_or_default()
+    }
 }
 
 /// normalize_preprocess_config(config_json) -> the config as the engine reads it, every default

@@ -16,7 +16,7 @@ use crate::encode::{EncodeOptions, Encoder};
 use crate::error::{Error, Result};
 use crate::map::MapFnIdentity;
 use crate::shard::ShardInfo;
-use crate::tokenize::{hex_sha256, SpecialTokens};
+use crate::tokenize::{hex_sha256, EngineReport, SpecialTokens};
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
 pub const FORMAT_VERSION: u32 = 1;
@@ -114,6 +114,10 @@ pub struct Manifest {
     pub split: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationInfo>,
+    /// Which tokenizer engine the run used and how many records needed the old one (not part
+    /// of the key: the output is the same with either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_engine: Option<EngineReport>,
 }
 
 pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
@@ -216,6 +220,7 @@ impl Provenance {
             shards,
             split: split.map(str::to_string),
             validation: None,
+            tokenizer_engine: None,
         }
     }
 }

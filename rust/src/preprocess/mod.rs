@@ -36,6 +36,7 @@ use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Source};
 use crate::profile::{self, Profile, Stage};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
+use crate::tokenize::EngineReport;
 
 use manifest::{hash_file, Provenance};
 pub use manifest::{
@@ -246,7 +247,7 @@ pub fn preprocess(
     }
     streamed?;
     profile::time(Stage::Write, || run.flush_windows())?;
-    let manifest = write_manifests(&run, &provenance, out)?;
+    let manifest = write_manifests(&run, &provenance, encoder.tokenizer.engine_report(), out)?;
     let progress_path = out.join("progress.json");
     std::fs::remove_file(&progress_path).map_err(|e| Error::io(&progress_path, e))?;
     Ok(report(if resumed { "resumed" } else { "done" }, manifest))
@@ -362,11 +363,12 @@ impl<'a> Run<'a> {
 
 /// Writes the validation pack's manifest (if any), then the training pack's, which marks the
 /// whole run complete; returns the latter.
-fn write_manifests(run: &Run<'_>, provenance: &Provenance, out: &Path) -> Result<Manifest> {
+fn write_manifests(run: &Run<'_>, provenance: &Provenance, engine: EngineReport, out: &Path) -> Result<Manifest> {
     let max_length = run.config.job.encode.max_length;
     let split_name = |name: &'static str| run.validation.as_ref().map(|_| name);
     let (counts, shards) = run.train.finish(max_length);
     let mut manifest = provenance.manifest(max_length, counts, shards, split_name("train"));
+    manifest.tokenizer_engine = Some(engine.clone());
     if let (Some((sink, selection)), Some(size)) = (&run.validation, run.config.validation) {
         let (counts, shards) = sink.finish(max_length);
         let info = ValidationInfo {
@@ -377,7 +379,8 @@ fn write_manifests(run: &Run<'_>, provenance: &Provenance, out: &Path) -> Result
             tokens: counts.tally.tokens,
             rows: counts.rows,
         };
-        let held_out = provenance.manifest(max_length, counts, shards, Some("validation"));
+        let mut held_out = provenance.manifest(max_length, counts, shards, Some("validation"));
+        held_out.tokenizer_engine = Some(engine);
         write_atomic(&out.join(VALIDATION_DIR).join("manifest.json"), &pretty(&held_out))?;
         manifest.validation = Some(info);
     }

@@ -18,6 +18,11 @@ use tokenizers::Tokenizer;
 use crate::error::{Error, Problem, Result};
 use crate::read::read_to_string;
 
+mod engine;
+mod spelling;
+
+pub use engine::EngineReport;
+
 /// The special-token strings a tokenizer config names (`bos_token`, `eos_token`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpecialTokens {
@@ -29,6 +34,8 @@ pub struct SpecialTokens {
 
 /// A loaded tokenizer with what templates and XTuner's rules need from its config.
 pub struct TokenizerBundle {
+    /// How many texts needing token starts each engine encoded.
+    engine: engine::Counters,
     /// The pipeline current transformers builds for this tokenizer.
     current: Pipeline,
     /// The pipeline exactly as tokenizer.json describes it, as transformers 4.x loaded it (and
@@ -64,13 +71,43 @@ struct Pipeline {
     normal: Tokenizer,
     /// The same tokenizer with special-token matching off, for text that must stay text.
     text_only: Tokenizer,
+    /// The 1.0 engine for this pipeline, or why it is not used.
+    fast: std::result::Result<engine::Fast, String>,
 }
 
 impl Pipeline {
-    fn new(normal: Tokenizer) -> Self {
+    fn new(normal: Tokenizer, json: &Value) -> Self {
         let mut text_only = normal.clone();
         text_only.set_encode_special_tokens(true);
-        Pipeline { normal, text_only }
+        let fast = engine::Fast::load(json, &normal);
+        Pipeline {
+            normal,
+            text_only,
+            fast,
+        }
+    }
+
+    /// Encodes one piece of text, with the 1.0 engine where it can; the flag says the record
+    /// needed 0.23 for its token starts.
+    fn encode(&self, text: &str, text_only: bool, offsets: bool) -> std::result::Result<(Tokens, bool), Problem> {
+        if let Ok(fast) = &self.fast {
+            let ids = fast.ids(text, text_only)?;
+            if !offsets {
+                return Ok((
+                    Tokens {
+                        ids,
+                        starts: Vec::new(),
+                    },
+                    false,
+                ));
+            }
+            if let Some(starts) = fast.starts(&ids, text) {
+                return Ok((Tokens { ids, starts }, false));
+            }
+        }
+        let tokenizer = if text_only { &self.text_only } else { &self.normal };
+        let fell_back = self.fast.is_ok() && offsets;
+        Ok((TokenizerBundle::encode_with(tokenizer, text, offsets)?, fell_back))
     }
 }
 
@@ -238,9 +275,9 @@ impl TokenizerBundle {
         let (current, as_file) = match transformers_llama_rebuild(&json, &config) {
             Some(rebuilt) => {
                 let current = Tokenizer::from_str(&rebuilt.to_string()).map_err(|e| unloadable(&e))?;
-                (current, Some(Pipeline::new(tokenizer)))
+                (Pipeline::new(current, &rebuilt), Some(Pipeline::new(tokenizer, &json)))
             }
-            None => (tokenizer, None),
+            None => (Pipeline::new(tokenizer, &json), None),
         };
         let chat_template = load_chat_template(&dir, &config)?;
         let name = json_path
@@ -265,7 +302,7 @@ impl TokenizerBundle {
     }
 
     fn assemble(
-        tokenizer: Tokenizer,
+        current: Pipeline,
         as_file: Option<Pipeline>,
         config: serde_json::Map<String, Value>,
         chat_template: Option<String>,
@@ -278,7 +315,8 @@ impl TokenizerBundle {
             unk_token: token_string(config.get("unk_token")),
             pad_token: token_string(config.get("pad_token")),
         };
-        let specials: Vec<String> = tokenizer
+        let specials: Vec<String> = current
+            .normal
             .get_added_tokens_decoder()
             .into_values()
             .filter(|t| t.special && !t.content.is_empty())
@@ -286,7 +324,8 @@ impl TokenizerBundle {
             .collect();
         let special_matcher = AhoCorasick::new(&specials).ok().filter(|_| !specials.is_empty());
         TokenizerBundle {
-            current: Pipeline::new(tokenizer),
+            engine: engine::Counters::default(),
+            current,
             as_file,
             special_matcher,
             special,
@@ -345,7 +384,7 @@ impl TokenizerBundle {
     }
 
     /// Encodes `text` without adding special tokens. Special tokens spelled inside `content`
-    /// ranges are encoded as text. `offsets` = false skips token offsets (faster).
+    /// ranges are encoded as text. `offsets` = false skips token starts (faster).
     pub fn encode(
         &self,
         flavor: Flavor,
@@ -365,31 +404,35 @@ impl TokenizerBundle {
                     .map(move |r| r.start + range.start..r.end + range.start)
             })
             .collect();
-        if injected.is_empty() {
-            return Self::encode_with(&pipeline.normal, text, offsets);
-        }
         let mut tokens = Tokens::default();
+        let mut fell_back = false;
+        let mut push = |range: Range<usize>, text_only: bool| {
+            let (piece, piece_fell_back) = pipeline.encode(&text[range.clone()], text_only, offsets)?;
+            fell_back |= piece_fell_back;
+            tokens.extend_shifted(piece, range.start);
+            Ok::<(), Problem>(())
+        };
         let mut cursor = 0;
         for range in injected {
             if range.start > cursor {
-                tokens.extend_shifted(
-                    Self::encode_with(&pipeline.normal, &text[cursor..range.start], true)?,
-                    cursor,
-                );
+                push(cursor..range.start, false)?;
             }
-            tokens.extend_shifted(
-                Self::encode_with(&pipeline.text_only, &text[range.clone()], true)?,
-                range.start,
-            );
+            push(range.clone(), true)?;
             cursor = range.end;
         }
-        if cursor < text.len() {
-            tokens.extend_shifted(Self::encode_with(&pipeline.normal, &text[cursor..], true)?, cursor);
+        if cursor < text.len() || text.is_empty() {
+            push(cursor..text.len(), false)?;
         }
-        if !offsets {
-            tokens.starts.clear();
+        if offsets {
+            self.engine.count(fell_back);
         }
         Ok(tokens)
+    }
+
+    /// Which engine encodes, why not the fast one if not, and how many texts needed 0.23 for
+    /// their token starts.
+    pub fn engine_report(&self) -> EngineReport {
+        self.engine.report(&self.current.fast)
     }
 }
 

@@ -1,0 +1,163 @@
+//! The tokenizers 1.0 engine (release candidate, pinned exactly), about 20× faster than 0.23 on
+//! one thread with the same ids. It returns ids only; token starts come from [`Spellings`], and
+//! where those can't be derived the caller encodes with 0.23, which stays loaded for that.
+//!
+//! A tokenizer the 1.0 engine cannot load, or encodes differently from 0.23 on the probe texts
+//! below, goes through 0.23 as a whole; the report says so and why. Setting
+//! `SFTPACK_TOKENIZER_ENGINE=0.23` does the same on purpose (to compare engines, or to rule the
+//! new one out).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+use tokv1::pipeline::{EncodeOptions, PipelineToken, PipelineTokenizer};
+
+use super::spelling::Spellings;
+use crate::error::Problem;
+
+pub(crate) const FAST_ENGINE: &str = "tokenizers 1.0.0-rc.3";
+pub(crate) const OLD_ENGINE: &str = "tokenizers 0.23";
+
+/// Texts that exercise what tokenizers disagree on: whitespace runs, line breaks, digits,
+/// contractions, scripts without spaces, byte fallback, emoji, code.
+const PROBES: [&str; 8] = [
+    "Hello, world! It's 2026-11-26: 1234567 apples cost $3.50.\n\n  Indented\tline\r\nend  ",
+    "  leading spaces,\n\n\n\ttabs\t\tand trailing   \n",
+    "你好，世界。日本語のテキスト、カタカナ。한국어 문장입니다.",
+    "Ünïcödé façade naïve résumé — “quotes” … ½ ² ∑ ≠ 🤗🚀👩‍💻 e\u{301}",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n\nif x >= 10 && y != -1 { z += 0x1F; }",
+    "I'm we'll they'd you've she's DON'T Can't    ...   ?!?!",
+    "Zeile1\nZeile2\n\nΑλφάβητο Кириллица العربية עברית हिन्दी ไทย",
+    " \n \n\u{a0}x\u{3000}y\u{200b}z",
+];
+
+pub(crate) struct Fast {
+    tokenizer: PipelineTokenizer,
+    spellings: Result<Spellings, String>,
+}
+
+fn options(text_only: bool) -> EncodeOptions {
+    EncodeOptions {
+        add_special_tokens: false,
+        encode_special_tokens: text_only,
+        ..EncodeOptions::default()
+    }
+}
+
+fn load_engine(json: &Value) -> Result<PipelineTokenizer, String> {
+    let text = json.to_string();
+    tokv1::from_json(&text).or_else(|direct| {
+        // A tokenizer.json written by an older library version may need the upgrade pass.
+        let canonical = tokv1::canonicalize_str(&text).map_err(|_| direct.to_string())?;
+        tokv1::from_json(&canonical).map_err(|e| e.to_string())
+    })
+}
+
+impl Fast {
+    /// The 1.0 engine for the tokenizer `json` describes, checked against `reference` (the 0.23
+    /// load of the same json), or why it is not used.
+    pub(crate) fn load(json: &Value, reference: &Tokenizer) -> Result<Self, String> {
+        if std::env::var("SFTPACK_TOKENIZER_ENGINE").is_ok_and(|v| v.trim() == "0.23") {
+            return Err("SFTPACK_TOKENIZER_ENGINE=0.23 is set".into());
+        }
+        let tokenizer = load_engine(json).map_err(|e| format!("{FAST_ENGINE} cannot load this tokenizer: {e}"))?;
+        let fast = Fast {
+            tokenizer,
+            spellings: Spellings::from_tokenizer_json(json),
+        };
+        fast.agrees_with(reference)?;
+        Ok(fast)
+    }
+
+    /// Whether both engines give the same ids on the probes, alone and around every special
+    /// token, in both special-token modes.
+    fn agrees_with(&self, reference: &Tokenizer) -> Result<(), String> {
+        let mut text_only = reference.clone();
+        text_only.set_encode_special_tokens(true);
+        let specials: Vec<String> = reference
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| !t.content.is_empty())
+            .map(|t| t.content)
+            .take(64)
+            .collect();
+        let mut texts: Vec<String> = PROBES.iter().map(|p| p.to_string()).collect();
+        texts.push(specials.iter().map(|s| format!("{s}\n{}{s} x ", PROBES[0])).collect());
+        for text in &texts {
+            for (old, only) in [(reference, false), (&text_only, true)] {
+                let expected = old
+                    .encode_fast(text.as_str(), false)
+                    .map_err(|e| format!("{OLD_ENGINE} failed on a probe text: {e}"))?;
+                let got = self.ids(text, only).map_err(|p| p.message)?;
+                if got != expected.get_ids() {
+                    return Err(format!(
+                        "{FAST_ENGINE} gives other ids than {OLD_ENGINE} for {text:?} (encode_special_tokens={only})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ids(&self, text: &str, text_only: bool) -> Result<Vec<u32>, Problem> {
+        let mut out: Vec<PipelineToken> = Vec::with_capacity(text.len() / 3);
+        self.tokenizer
+            .encode_into(text, &options(text_only), &mut out)
+            .map_err(|e| Problem::new("tokenizer_error", "", format!("the tokenizer failed: {e}")))?;
+        Ok(PipelineToken::cast_slice(&out).to_vec())
+    }
+
+    pub(crate) fn starts(&self, ids: &[u32], text: &str) -> Option<Vec<usize>> {
+        self.spellings.as_ref().ok()?.starts(ids, text)
+    }
+}
+
+/// Texts encoded with token starts, by where the starts came from.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    derived: AtomicU64,
+    fell_back: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn count(&self, fell_back: bool) {
+        let counter = if fell_back { &self.fell_back } else { &self.derived };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn report(&self, fast: &Result<Fast, String>) -> EngineReport {
+        let (engine, note) = match fast {
+            Ok(fast) => (
+                FAST_ENGINE,
+                fast.spellings
+                    .as_ref()
+                    .err()
+                    .map(|why| format!("token starts come from {OLD_ENGINE}: {why}")),
+            ),
+            Err(why) => (OLD_ENGINE, Some(why.clone())),
+        };
+        EngineReport {
+            engine: engine.to_string(),
+            note,
+            texts_with_starts: self.derived.load(Ordering::Relaxed) + self.fell_back.load(Ordering::Relaxed),
+            starts_from_old_engine: self.fell_back.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Which tokenizer engine a job used. Output is the same with either; this is for speed and
+/// for finding out why a job was slow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineReport {
+    /// "tokenizers 1.0.0-rc.3", or "tokenizers 0.23" when the tokenizer goes through it whole.
+    pub engine: String,
+    /// Why the tokenizer (or its token starts) goes through 0.23, if it does.
+    pub note: Option<String>,
+    /// Texts (one per record with a Jinja template) encoded with token starts.
+    pub texts_with_starts: u64,
+    /// Of those, how many needed 0.23 for their starts (their ids did not spell the text exactly,
+    /// e.g. after a normalizer changed it).
+    pub starts_from_old_engine: u64,
+}
