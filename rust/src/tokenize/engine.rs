@@ -46,36 +46,32 @@ fn options(text_only: bool) -> EncodeOptions {
     }
 }
 
-fn load_engine(json: &Value) -> Result<PipelineTokenizer, String> {
-    let text = json.to_string();
-    tokv1::from_json(&text).or_else(|direct| {
+fn load_engine(text: &str) -> Result<PipelineTokenizer, String> {
+    tokv1::from_json(text).or_else(|direct| {
         // A tokenizer.json written by an older library version may need the upgrade pass.
-        let canonical = tokv1::canonicalize_str(&text).map_err(|_| direct.to_string())?;
+        let canonical = tokv1::canonicalize_str(text).map_err(|_| direct.to_string())?;
         tokv1::from_json(&canonical).map_err(|e| e.to_string())
     })
 }
 
 impl Fast {
-    /// The 1.0 engine for the tokenizer `json` describes, checked against `reference` (the 0.23
-    /// load of the same json), or why it is not used.
-    pub(crate) fn load(json: &Value, reference: &Tokenizer) -> Result<Self, String> {
+    /// The 1.0 engine for the tokenizer.json `text` (parsed: `json`), or why it is not used.
+    /// Check it with [`Fast::agrees_with`] before use.
+    pub(crate) fn load(text: &str, json: &Value) -> Result<Self, String> {
         if std::env::var("SFTPACK_TOKENIZER_ENGINE").is_ok_and(|v| v.trim() == "0.23") {
             return Err("SFTPACK_TOKENIZER_ENGINE=0.23 is set".into());
         }
-        let tokenizer = load_engine(json).map_err(|e| format!("{FAST_ENGINE} cannot load this tokenizer: {e}"))?;
-        let fast = Fast {
+        let tokenizer = load_engine(text).map_err(|e| format!("{FAST_ENGINE} cannot load this tokenizer: {e}"))?;
+        Ok(Fast {
             tokenizer,
             spellings: Spellings::from_tokenizer_json(json),
-        };
-        fast.agrees_with(reference)?;
-        Ok(fast)
+        })
     }
 
     /// Whether both engines give the same ids on the probes, alone and around every special
-    /// token, in both special-token modes.
-    fn agrees_with(&self, reference: &Tokenizer) -> Result<(), String> {
-        let mut text_only = reference.clone();
-        text_only.set_encode_special_tokens(true);
+    /// token, in both special-token modes (`reference` and `text_only`: 0.23 loads of the same
+    /// tokenizer.json, the second with `encode_special_tokens`).
+    pub(crate) fn agrees_with(&self, reference: &Tokenizer, text_only: &Tokenizer) -> Result<(), String> {
         let specials: Vec<String> = reference
             .get_added_tokens_decoder()
             .into_values()
@@ -86,7 +82,7 @@ impl Fast {
         let mut texts: Vec<String> = PROBES.iter().map(|p| p.to_string()).collect();
         texts.push(specials.iter().map(|s| format!("{s}\n{}{s} x ", PROBES[0])).collect());
         for text in &texts {
-            for (old, only) in [(reference, false), (&text_only, true)] {
+            for (old, only) in [(reference, false), (text_only, true)] {
                 let expected = old
                     .encode_fast(text.as_str(), false)
                     .map_err(|e| format!("{OLD_ENGINE} failed on a probe text: {e}"))?;

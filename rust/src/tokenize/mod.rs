@@ -76,10 +76,12 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(normal: Tokenizer, json: &Value) -> Self {
+    /// `fast` is the 1.0 engine loaded from the same tokenizer.json; it is used only if it
+    /// encodes the probe texts as `normal` does.
+    fn new(normal: Tokenizer, fast: std::result::Result<engine::Fast, String>) -> Self {
         let mut text_only = normal.clone();
         text_only.set_encode_special_tokens(true);
-        let fast = engine::Fast::load(json, &normal);
+        let fast = fast.and_then(|fast| fast.agrees_with(&normal, &text_only).map(|()| fast));
         Pipeline {
             normal,
             text_only,
@@ -265,19 +267,25 @@ impl TokenizerBundle {
             ))
         };
         let tokenizer = Tokenizer::from_str(&text).map_err(|e| unloadable(&e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| unloadable(&e))?;
+        let fast = engine::Fast::load(&text, &json);
         let config_path = dir.join("tokenizer_config.json");
         let config = if config_path.is_file() {
             read_json_object(&config_path)?
         } else {
             serde_json::Map::new()
         };
-        let json: Value = serde_json::from_str(&text).map_err(|e| unloadable(&e))?;
         let (current, as_file) = match transformers_llama_rebuild(&json, &config) {
             Some(rebuilt) => {
-                let current = Tokenizer::from_str(&rebuilt.to_string()).map_err(|e| unloadable(&e))?;
-                (Pipeline::new(current, &rebuilt), Some(Pipeline::new(tokenizer, &json)))
+                let rebuilt_text = rebuilt.to_string();
+                let current = Tokenizer::from_str(&rebuilt_text).map_err(|e| unloadable(&e))?;
+                let current_fast = engine::Fast::load(&rebuilt_text, &rebuilt);
+                (
+                    Pipeline::new(current, current_fast),
+                    Some(Pipeline::new(tokenizer, fast)),
+                )
             }
-            None => (Pipeline::new(tokenizer, &json), None),
+            None => (Pipeline::new(tokenizer, fast), None),
         };
         let chat_template = load_chat_template(&dir, &config)?;
         let name = json_path

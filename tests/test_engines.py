@@ -1,0 +1,110 @@
+"""The tokenizers 1.0 engine writes the same packs as 0.23, byte for byte, on every shared
+tokenizer and template family; records whose token starts it cannot derive go through 0.23 and
+are counted in the manifest. `SFTPACK_TOKENIZER_ENGINE=0.23` runs the old engine as a whole."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sftpack import Encoder
+from sftpack.preprocess import preprocess
+
+from .conftest import JINJA_TOKENIZERS, write_lines
+from .test_parity_transformers import openai_conversations
+from .test_preprocess import shard_bytes
+
+FAST = "tokenizers 1.0.0-rc.3"
+OLD = "tokenizers 0.23"
+
+# XTuner templates encode segment by segment, without offsets.
+XTUNER_PAIRS = [("qwen3", "qwen_chat"), ("llama3", "llama3_chat"), ("phi-3-mini", "phi3_chat"),
+                ("deepseek-v3", "deepseek_v2"), ("gemma3", "gemma")]
+
+
+def both_engines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tokenizer: Path,
+                 template: str | None, data: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Preprocesses `data` with each engine; returns both manifests after checking the shards
+    are identical."""
+    manifests = []
+    for engine in ("1.0", "0.23"):
+        monkeypatch.setenv("SFTPACK_TOKENIZER_ENGINE", engine)
+        out = tmp_path / engine
+        preprocess([data], tokenizer, out, template=template, max_length=4096, window=128)
+        manifests.append(json.loads((out / "manifest.json").read_text()))
+    fast, old = manifests
+    assert shard_bytes(tmp_path / "1.0") == shard_bytes(tmp_path / "0.23")
+    assert fast["counts"] == old["counts"]
+    assert fast["key"] == old["key"], "the engine must not change the pack key: the output is the same"
+    assert old["tokenizer_engine"]["engine"] == OLD
+    return fast, old
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every shared dataset's conversations (see test_parity_transformers), as one JSONL file."""
+    rows = openai_conversations()
+    path = tmp_path_factory.mktemp("corpus") / "conversations.jsonl"
+    return write_lines(path, [json.dumps(r, ensure_ascii=False) for r in rows])
+
+
+@pytest.mark.parametrize("name", JINJA_TOKENIZERS)
+def test_chat_template_packs_are_identical_with_either_engine(
+        name: str, corpus: Path, tokenizer_dir: Callable[[str], Path],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fast, _ = both_engines(monkeypatch, tmp_path, tokenizer_dir(name), None, corpus)
+    engine = fast["tokenizer_engine"]
+    assert engine["engine"] == FAST, engine["note"]
+    assert engine["texts_with_starts"] >= fast["counts"]["packed"]
+    # On real data nearly every record's starts come from the 1.0 engine's ids.
+    assert engine["starts_from_old_engine"] <= engine["texts_with_starts"] // 100
+
+
+@pytest.mark.parametrize(("name", "template"), XTUNER_PAIRS)
+def test_xtuner_template_packs_are_identical_with_either_engine(
+        name: str, template: str, corpus: Path, tokenizer_dir: Callable[[str], Path],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fast, _ = both_engines(monkeypatch, tmp_path, tokenizer_dir(name), template, corpus)
+    assert fast["tokenizer_engine"]["engine"] == FAST
+    assert fast["tokenizer_engine"]["starts_from_old_engine"] == 0, "segments need no token starts"
+
+
+def test_sentencepiece_tokenizers_converted_by_sftpack_give_identical_packs(
+        mistral_tokenizers: dict[str, Path], corpus: Path,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for version, tokenizer in mistral_tokenizers.items():
+        template = str(next(tokenizer.glob("chat_template_*.jinja")))
+        fast, _ = both_engines(monkeypatch, tmp_path / version, tokenizer, template, corpus)
+        assert fast["tokenizer_engine"]["engine"] == FAST, fast["tokenizer_engine"]["note"]
+
+
+def test_text_a_normalizer_changes_falls_back_to_0_23_and_is_counted(
+        tokenizer_dir: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Qwen3 normalizes to NFC: "e" + combining acute becomes "é", so the ids no longer spell the
+    # rendered text and its token starts must come from 0.23's offsets.
+    decomposed = {"messages": [{"role": "user", "content": "Cafe\u0301?"},
+                               {"role": "assistant", "content": "Un cafe\u0301, s'il vous plai\u0302t."}]}
+    plain = {"messages": [{"role": "user", "content": "Tea?"}, {"role": "assistant", "content": "Yes."}]}
+    data = write_lines(tmp_path / "data.jsonl", [json.dumps(decomposed), json.dumps(plain)])
+    fast, _ = both_engines(monkeypatch, tmp_path, tokenizer_dir("qwen3"), None, data)
+    assert fast["tokenizer_engine"]["texts_with_starts"] == 2
+    assert fast["tokenizer_engine"]["starts_from_old_engine"] == 1
+
+
+def test_special_token_text_inside_content_stays_text_with_either_engine(
+        tokenizer_dir: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    record = {"messages": [{"role": "user", "content": "Say <|im_end|> please"},
+                           {"role": "assistant", "content": "<|im_start|>user\nno<|im_end|>"}]}
+    encoded = []
+    for engine in ("1.0", "0.23"):
+        monkeypatch.setenv("SFTPACK_TOKENIZER_ENGINE", engine)
+        encoder = Encoder(tokenizer_dir("qwen3"))
+        encoded.append(encoder.encode(record))
+        assert encoder.tokenizer_engine["engine"] == (FAST if engine == "1.0" else OLD)
+    assert encoded[0] == encoded[1]
+    tokens = [encoder.decode([i]) for i in encoded[0].input_ids]
+    assert tokens.count("<|im_end|>") == 2, "only the template's own two <|im_end|> are control tokens"
