@@ -2,7 +2,10 @@
 
 Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py):
 - tokens/s, MB/s and peak RSS;
-- the ratio to the floor: HF `tokenizers` encode_batch on the already-rendered text, same threads;
+- the ratio to the old floor: HF `tokenizers` 0.23 encode_batch (with offsets) on the already-rendered
+  text, same threads, and to the new one: the tokenizers 1.0 engine sftpack encodes with, ids only;
+- which engine encoded, and how many records needed 0.23 for their token starts (fallbacks);
+- 2 threads against 1;
 - the ratio to a Python pipeline of the peers' kind: datasets.map (num_proc = threads) with
   transformers apply_chat_template and per-record labels from prefix renderings;
 - the cost of a trivial (identity) map function, run in the engine's loop as a stage;
@@ -53,7 +56,7 @@ seconds = time.perf_counter() - start
 counts = result["manifest"]["counts"]
 print(json.dumps({"seconds": seconds, "tokens": counts["tokens"], "records": counts["records_read"],
                   "efficiency": counts["packing_efficiency"], "timing": result["timing"],
-                  "rss_mb": peak_mb()}))
+                  "engine": result["manifest"].get("tokenizer_engine"), "rss_mb": peak_mb()}))
 """
 
 FLOOR = """
@@ -65,6 +68,18 @@ start = time.perf_counter()
 encodings = tok.encode_batch(texts, add_special_tokens=False)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "tokens": sum(len(e.ids) for e in encodings)}))
+"""
+
+# The new floor: the tokenizers 1.0 engine sftpack encodes with, ids only, same threads.
+FLOOR_V1 = """
+import json, sys, time
+from sftpack import Encoder
+texts = json.load(open(sys.argv[2]))
+encoder = Encoder(sys.argv[1])
+start = time.perf_counter()
+tokens = encoder._encoder.count_tokens(texts, int(sys.argv[3]))
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "tokens": tokens, "engine": encoder.tokenizer_engine["engine"]}))
 """
 
 PEER = """
@@ -170,11 +185,15 @@ def main() -> int:
         if args.save_rendered:
             shutil.copy(work / "rendered.json", args.save_rendered)
         (work / "identity.py").write_text(IDENTITY)
-        runs, floors, mapped = [], [], []
+        runs, floors, floors_v1, single, mapped = [], [], [], [], []
         for _ in range(args.repeat):  # alternated, so load on the shared machine hits all alike
             runs.append(run_sftpack(data, tok, work / "pack4096", args.threads, 4096))
             floors.append(child_json(FLOOR, str(tok / "tokenizer.json"), str(work / "rendered.json"),
                                      threads=args.threads))
+            floors_v1.append(child_json(FLOOR_V1, str(tok), str(work / "rendered.json"), str(args.threads),
+                                        threads=args.threads))
+            if args.threads > 1:
+                single.append(run_sftpack(data, tok, work / "pack1thread", 1, 4096))
             if not args.skip_map:
                 mapped.append(run_sftpack(data, tok, work / "mapped", args.threads, 4096,
                                           f"{work / 'identity.py'}:identity"))
@@ -195,6 +214,13 @@ def main() -> int:
         figures["floor"] = {**floor, "tokens_per_s": floor["tokens"] / floor["seconds"]}
         figures["ratio_to_floor"] = sft_rate / figures["floor"]["tokens_per_s"]
         figures["steady_ratio_to_floor"] = steady_rate / figures["floor"]["tokens_per_s"]
+        floor_v1 = min(floors_v1, key=lambda r: r["seconds"])
+        figures["floor_v1"] = {**floor_v1, "tokens_per_s": floor_v1["tokens"] / floor_v1["seconds"]}
+        figures["ratio_to_floor_v1"] = sft_rate / figures["floor_v1"]["tokens_per_s"]
+        if single:
+            one = min(single, key=lambda r: r["seconds"])
+            figures["one_thread"] = {**one, "tokens_per_s": one["tokens"] / one["seconds"]}
+            figures["thread_scaling"] = one["seconds"] / main_run["seconds"]
 
         if not args.skip_peer:
             cache = str(work / "hf-cache")
@@ -231,9 +257,20 @@ def report(f: dict[str, Any]) -> None:
         stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timing["stages"].items())
         print(f"              stages (CPU s over all threads): {stages}; start-up {timing['setup_s']:.2f}s, "
               f"wall {timing['wall_s']:.2f}s")
-    print(f"  floor       {f['floor']['tokens_per_s']:>12,.0f} tokens/s  (tokenizers encode_batch on rendered text)"
-          f"  -> ratio {f['ratio_to_floor']:.2f} end to end, {f['steady_ratio_to_floor']:.2f} without start-up"
-          " (target >= 0.8)")
+    engine = s.get("engine") or {}
+    if engine:
+        note = f" ({engine['note']})" if engine.get("note") else ""
+        print(f"              engine {engine['engine']}{note}: token starts from tokenizers 0.23 for "
+              f"{engine['starts_from_old_engine']:,} of {engine['texts_with_starts']:,} records (fallbacks)")
+    if "thread_scaling" in f:
+        print(f"              1 thread {f['one_thread']['tokens_per_s']:,.0f} tokens/s -> {f['threads']} threads are "
+              f"{f['thread_scaling']:.2f}x one (target >= 1.8)")
+    print(f"  floor 0.23  {f['floor']['tokens_per_s']:>12,.0f} tokens/s  (tokenizers 0.23 encode_batch with offsets on"
+          f" rendered text)  -> ratio {f['ratio_to_floor']:.2f} end to end, {f['steady_ratio_to_floor']:.2f} without"
+          " start-up (target >= 4)")
+    v1 = f["floor_v1"]
+    print(f"  floor 1.0   {v1['tokens_per_s']:>12,.0f} tokens/s  ({v1['engine']} ids only on rendered text)"
+          f"  -> ratio {f['ratio_to_floor_v1']:.2f} end to end")
     if "with_map_fn" in f:
         m = f["with_map_fn"]
         print(f"  map fn      {m['tokens_per_s']:>12,.0f} tokens/s  with an identity map function in the loop"

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::map::RecordMapper;
 use crate::pipeline::{build_encoder, JobConfig};
 use crate::schema::{self, Format};
+use crate::tokenize::Flavor;
 
 /// An instance of one of `sftpack.errors`' classes (defined in Python, so that Python code
 /// raises and catches the same ones), called with a message and its hint (for `RecordError`:
@@ -269,6 +270,31 @@ impl PyEncoder {
 
     /// tokenizer_engine -> json: which tokenizer engine encodes, and how many texts needed the
     /// old one for their token starts so far.
+    /// count_tokens(texts, threads) -> how many tokens the engine's tokenizer makes of `texts`
+    /// (no template, no special tokens added, no token starts): the tokenizer floor the
+    /// preprocess bench compares against.
+    fn count_tokens(&self, py: Python<'_>, texts: Vec<String>, threads: usize) -> PyResult<usize> {
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let tokenizer = &self.encoder.tokenizer;
+        py.detach(|| {
+            pool.install(|| {
+                texts
+                    .par_iter()
+                    .map(|text| {
+                        tokenizer
+                            .encode(Flavor::Transformers, text, &[], false)
+                            .map(|t| t.ids.len())
+                    })
+                    .sum::<std::result::Result<usize, _>>()
+            })
+        })
+        .map_err(|problem| PyValueError::new_err(problem.message))
+    }
+
     #[getter]
     fn tokenizer_engine(&self) -> String {
         serde_json::to_string(&self.encoder.tokenizer.engine_report()).unwrap_or_default()
