@@ -72,13 +72,16 @@ impl Fast {
     /// token, in both special-token modes (`reference` and `text_only`: 0.23 loads of the same
     /// tokenizer.json, the second with `encode_special_tokens`).
     pub(crate) fn agrees_with(&self, reference: &Tokenizer, text_only: &Tokenizer) -> Result<(), String> {
-        let specials: Vec<String> = reference
+        // The first 64 added tokens by id (the decoder is a hash map: sorted, so every load
+        // probes the same ones and reaches the same verdict).
+        let mut added: Vec<(u32, String)> = reference
             .get_added_tokens_decoder()
-            .into_values()
-            .filter(|t| !t.content.is_empty())
-            .map(|t| t.content)
-            .take(64)
+            .into_iter()
+            .filter(|(_, t)| !t.content.is_empty())
+            .map(|(id, t)| (id, t.content))
             .collect();
+        added.sort_unstable();
+        let specials: Vec<String> = added.into_iter().take(64).map(|(_, content)| content).collect();
         let mut texts: Vec<String> = PROBES.iter().map(|p| p.to_string()).collect();
         texts.push(specials.iter().map(|s| format!("{s}\n{}{s} x ", PROBES[0])).collect());
         for text in &texts {
