@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,18 @@ def test_tokens_per_role_add_up(tmp_path: Path) -> None:
         assert sum(n for n, _ in roles.values()) == sample["tokens"]
         assert roles["assistant"][1] == sample["trained_tokens"] > 0
         assert roles["user"][1] == 0
+
+
+def test_preprocess_summary_names_the_tokenizer_engine_and_why_it_is_the_old_one(tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "d.jsonl", [GOOD, GOOD])
+    args = ("preprocess", str(data), "--tokenizer", str(DEMO), "--max-length", "64")
+    result = sftpack(*args, "--out", str(tmp_path / "fast"))
+    assert result.returncode == 0, result.stderr
+    expected = "tokenizer engine tokenizers 1.0.0-rc.3: token starts from tokenizers 0.23 for 0 of 2 records"
+    assert expected in result.stdout
+    old = subprocess.run([sys.executable, "-m", "sftpack", *args, "--out", str(tmp_path / "old")],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "SFTPACK_TOKENIZER_ENGINE": "0.23"})
+    assert old.returncode == 0, old.stderr
+    assert "tokenizer engine tokenizers 0.23" in old.stdout
+    assert "SFTPACK_TOKENIZER_ENGINE=0.23 is set" in old.stdout

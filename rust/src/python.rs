@@ -268,8 +268,6 @@ impl PyEncoder {
         self.encoder.template.source()
     }
 
-    /// tokenizer_engine -> json: which tokenizer engine encodes, and how many texts needed the
-    /// old one for their token starts so far.
     /// count_tokens(texts, threads) -> how many tokens the engine's tokenizer makes of `texts`
     /// (no template, no special tokens added, no token starts): the tokenizer floor the
     /// preprocess bench compares against.
@@ -295,6 +293,8 @@ impl PyEncoder {
         .map_err(|problem| PyValueError::new_err(problem.message))
     }
 
+    /// tokenizer_engine -> json: which tokenizer engine encodes, and how many texts needed the
+    /// old one for their token starts so far.
     #[getter]
     fn tokenizer_engine(&self) -> String {
         serde_json::to_string(&self.encoder.tokenizer.engine_report()).unwrap_or_default()

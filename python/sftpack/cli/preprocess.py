@@ -126,6 +126,11 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
           f"packing efficiency {100 * counts['packing_efficiency']:.2f}%")
     shards = manifest["shards"]
     print(f"  {len(shards)} shard{'s' if len(shards) != 1 else ''}, truncated {counts['truncated']:,}")
+    engine = manifest.get("tokenizer_engine")
+    if engine:
+        print(f"  tokenizer engine {engine['engine']}: token starts from tokenizers 0.23 for "
+              f"{engine['starts_from_old_engine']:,} of {engine['texts_with_starts']:,} records"
+              + (f" ({engine['note']})" if engine["note"] else ""))
     if validation:
         print(f"  validation split: {validation['records']:,} records held out in "
               f"{Path(result['out']) / validation['path']} ({validation['documents']:,} packed, "

@@ -105,7 +105,8 @@ impl Fast {
         self.tokenizer
             .encode_into(text, &options(text_only), &mut out)
             .map_err(|e| Problem::new("tokenizer_error", "", format!("the tokenizer failed: {e}")))?;
-        Ok(PipelineToken::cast_slice(&out).to_vec())
+        // Same size and alignment: the collect reuses the buffer instead of copying the ids.
+        Ok(out.into_iter().map(u32::from).collect())
     }
 
     pub(crate) fn starts(&self, ids: &[u32], text: &str) -> Option<Vec<usize>> {
