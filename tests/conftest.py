@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO = REPO / "python" / "sftpack" / "assets" / "demo"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The engine's per-tokenizer cache, fresh for the session (and for the commands the tests
+    start): the suite sees first loads and cached ones, and never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("engine-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SFTPACK_CACHE_DIR", str(path))
+        yield path
 
 @pytest.fixture(scope="session")
 def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

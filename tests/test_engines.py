@@ -1,6 +1,8 @@
 """The tokenizers 1.0 engine writes the same packs as 0.23, byte for byte, on every shared
 tokenizer and template family; records whose token starts it cannot derive go through 0.23 and
-are counted in the manifest. `SFTPACK_TOKENIZER_ENGINE=0.23` runs the old engine as a whole."""
+are counted in the manifest. `SFTPACK_TOKENIZER_ENGINE=0.23` runs the old engine as a whole.
+What a first load computes (the 1.0 engine's canonical form, the probe verdict) is cached per
+tokenizer, and a cached load encodes exactly as an uncached one."""
 
 from __future__ import annotations
 
@@ -108,3 +110,75 @@ def test_special_token_text_inside_content_stays_text_with_either_engine(
     assert encoded[0] == encoded[1]
     tokens = [encoder.decode([i]) for i in encoded[0].input_ids]
     assert tokens.count("<|im_end|>") == 2, "only the template's own two <|im_end|> are control tokens"
+
+
+def cache_entry(cache: Path) -> Path:
+    entries = list((cache / "tokenizers").iterdir())
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+RECORD = {"messages": [{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "Wie spät ist es?  \n\n 你好 🤗"},
+                       {"role": "assistant", "content": "Es ist 12:30 Uhr.\n\n```py\nx = 1\n```"}]}
+
+
+def test_a_second_load_reads_the_engine_cache_and_encodes_as_an_uncached_load(
+        tokenizer_dir: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SFTPACK_CACHE_DIR", "off")
+    uncached = Encoder(tokenizer_dir("llama3")).encode(RECORD)
+    monkeypatch.setenv("SFTPACK_CACHE_DIR", str(tmp_path))
+    first = Encoder(tokenizer_dir("llama3"))
+    entry = cache_entry(tmp_path)
+    assert (entry / "probe-verdict.txt").read_text() == "agrees"
+    assert (entry / "canonical-tokenizer.json").stat().st_size > 0
+    second = Encoder(tokenizer_dir("llama3"))
+    for encoder in (first, second):
+        assert encoder.tokenizer_engine["engine"] == FAST
+        assert encoder.encode(RECORD) == uncached
+
+
+def test_a_corrupt_cache_entry_is_computed_again(
+        tokenizer_dir: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SFTPACK_CACHE_DIR", str(tmp_path))
+    expected = Encoder(tokenizer_dir("llama3")).encode(RECORD)
+    entry = cache_entry(tmp_path)
+    (entry / "canonical-tokenizer.json").write_text('{"version": "2.0", "model": {"type": "BPE"')
+    (entry / "probe-verdict.txt").write_text("garbage")
+    encoder = Encoder(tokenizer_dir("llama3"))
+    assert encoder.tokenizer_engine["engine"] == FAST
+    assert encoder.encode(RECORD) == expected
+    assert (entry / "probe-verdict.txt").read_text() == "agrees", "the verdict is checked and written again"
+
+
+def test_a_cached_verdict_that_the_engines_differ_keeps_the_tokenizer_on_0_23(
+        tokenizer_dir: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SFTPACK_CACHE_DIR", str(tmp_path))
+    expected = Encoder(tokenizer_dir("llama3")).encode(RECORD)
+    (cache_entry(tmp_path) / "probe-verdict.txt").write_text("differs\nids differ on a probe")
+    encoder = Encoder(tokenizer_dir("llama3"))
+    assert encoder.tokenizer_engine == {"engine": OLD, "note": "ids differ on a probe",
+                                        "texts_with_starts": 0, "starts_from_old_engine": 0}
+    assert encoder.encode(RECORD) == expected
+
+
+def assert_lookups_equal_the_tokenizers_library(tokenizer: Path, template: str | None = None) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    reference = tokenizers.Tokenizer.from_file(str(tokenizer / "tokenizer.json"))
+    encoder = Encoder(tokenizer, template=template)
+    assert encoder.vocab_size == reference.get_vocab_size(with_added_tokens=True)
+    added = [token.content for token in reference.get_added_tokens_decoder().values()]
+    for token in [*added, "hello", "Ġthe", "▁the", "not-a-token-anywhere"]:
+        assert encoder.token_to_id(token) == reference.token_to_id(token), token
+
+
+@pytest.mark.parametrize("name", JINJA_TOKENIZERS)
+def test_vocabulary_size_and_token_lookups_equal_the_tokenizers_library(
+        name: str, tokenizer_dir: Callable[[str], Path]) -> None:
+    assert_lookups_equal_the_tokenizers_library(tokenizer_dir(name))
+
+
+def test_converted_sentencepiece_vocabularies_equal_the_tokenizers_library(
+        mistral_tokenizers: dict[str, Path]) -> None:
+    for tokenizer in mistral_tokenizers.values():
+        assert_lookups_equal_the_tokenizers_library(tokenizer, str(next(tokenizer.glob("chat_template_*.jinja"))))

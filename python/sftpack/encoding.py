@@ -135,6 +135,15 @@ class Encoder:
     def decode(self, ids: list[int]) -> str:
         return self._encoder.decode(ids)
 
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a token (an added token such as ``<|im_end|>``, or a vocabulary piece)."""
+        return self._encoder.token_to_id(token)
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary with added tokens, as transformers' ``len(tokenizer)`` counts it."""
+        return self._encoder.vocab_size
+
 
 def encode_conversation(
     messages: dict[str, Any] | list[dict[str, Any]],

@@ -42,7 +42,14 @@ def preprocess(
               made from other inputs or settings;
             - val_size: hold out a validation split in ``out/validation/``: a share of the
               records (0.05) or a number of them (500), chosen by ``seed``, the same for any
-              thread count; a held-out record is never in the training pack.
+              thread count; a held-out record is never in the training pack;
+            - num_shards, shard_index: prepare only part ``shard_index`` of ``num_shards`` (the
+              records at those positions modulo num_shards); :func:`sftpack.parts.merge_packs`
+              joins the parts into one pack;
+            - engine: "local" (default) or "ray": the same job on Ray actors
+              (:mod:`sftpack.ray_engine`), with ray_address (default: a local Ray instance),
+              ray_actors (default: the cluster's CPUs / ray_cpus_per_actor), ray_cpus_per_actor
+              (engine threads per actor, default 1) and ray_parts (default: one per actor).
 
     Returns:
         ``{"status": "done" | "resumed" | "up to date", "out": ..., "manifest": {...}}``.
@@ -56,6 +63,10 @@ def preprocess(
 def run_preprocess(settings: PreprocessSettings, progress: Callable[[Progress], object] | None = None
                    ) -> dict[str, Any]:
     """Runs validated settings (see :func:`preprocess`)."""
+    if settings.engine == "ray":
+        from .ray_engine import preprocess_on_ray  # noqa: PLC0415 (Ray is an optional extra)
+
+        return preprocess_on_ray(settings, progress)
     mapper = map_function(settings.job.map_fn)
     config = settings.to_engine(mapper.identity if mapper else None)
 

@@ -84,6 +84,17 @@ class PreprocessSettings:
     overwrite: bool = False
     val_size: float | int | None = None
     progress_interval_ms: int = 500
+    # A partitioned run prepares part `shard_index` of `num_shards` (records by position modulo
+    # num_shards); `sftpack pack merge` joins the parts.
+    num_shards: int | None = None
+    shard_index: int | None = None
+    # Where the job runs: "local" (this process) or "ray" (actors on a Ray cluster; see
+    # sftpack.ray_engine). Not part of the output: both engines make the same documents.
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_actors: int | None = None
+    ray_cpus_per_actor: int | None = None
+    ray_parts: int | None = None
 
     def to_engine(self, map_identity: dict[str, str] | None = None) -> dict[str, Any]:
         return {
@@ -96,6 +107,8 @@ class PreprocessSettings:
             "overwrite": self.overwrite,
             "progress_interval_ms": self.progress_interval_ms,
             "validation": validation_size(self.val_size),
+            "partition": None if self.num_shards is None else {"count": self.num_shards,
+                                                               "index": self.shard_index or 0},
         }
 
     @classmethod
@@ -106,6 +119,7 @@ class PreprocessSettings:
         encode = config["encode"]
         tokenizer = Path(manifest["tokenizer"]["path"])
         validation = config.get("validation") or {}
+        partition = config.get("partition") or {}
         job = JobSettings(
             inputs=tuple(i["path"] for i in manifest["inputs"]),
             tokenizer=str(tokenizer.parent if tokenizer.name == "tokenizer.json" else tokenizer),
@@ -117,7 +131,8 @@ class PreprocessSettings:
         )
         return cls(job=job, out=os.fspath(out), pack=config["pack"], seed=config["seed"], window=config["window"],
                    shard_size_mb=config["shard_bytes"] >> 20,
-                   val_size=validation.get("fraction", validation.get("documents")))
+                   val_size=validation.get("fraction", validation.get("documents")),
+                   num_shards=partition.get("count"), shard_index=partition.get("index"))
 
 
 def default(name: str) -> Any:
@@ -149,7 +164,10 @@ def _number(value: Any) -> float:
 
 JOB_OPTIONS = ("template", "format", "max_length", "overlong", "threads", "template_kwargs", "map_fn",
                "examples_per_kind", "template_source")
-PREPROCESS_OPTIONS = ("pack", "seed", "window", "shard_size_mb", "overwrite", "val_size", "progress_interval_ms")
+PREPROCESS_OPTIONS = ("pack", "seed", "window", "shard_size_mb", "overwrite", "val_size", "progress_interval_ms",
+                      "num_shards", "shard_index", "engine", "ray_address", "ray_actors", "ray_cpus_per_actor",
+                      "ray_parts")
+ENGINES = ("local", "ray")
 
 
 class _Problems:
@@ -224,6 +242,16 @@ def job_settings(inputs: Sequence[PathLike], tokenizer: PathLike, **options: Any
     return settings
 
 
+def _check_partition(settings: PreprocessSettings, problems: _Problems) -> None:
+    count, index = settings.num_shards, settings.shard_index
+    if count is None and index is None:
+        return
+    problems.check(_positive_int(count), f"num_shards: expected a positive whole number of parts, found {count!r}")
+    problems.check(isinstance(index, int) and not isinstance(index, bool) and index >= 0
+                   and (not isinstance(count, int) or index < count),
+                   f"shard_index: expected a part number from 0 to num_shards - 1, found {index!r}")
+
+
 def preprocess_settings(inputs: Sequence[PathLike], tokenizer: PathLike, out: PathLike,
                         **options: Any) -> PreprocessSettings:
     """Validated settings for preprocess: the job's options and :class:`PreprocessSettings`'
@@ -249,6 +277,13 @@ def preprocess_settings(inputs: Sequence[PathLike], tokenizer: PathLike, out: Pa
         value = getattr(settings, name)
         problems.check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                        f"{name}: expected a whole number >= 0, found {value!r}")
+    _check_partition(settings, problems)
+    problems.check(settings.engine in ENGINES, f"engine: {settings.engine!r} is not one of {list(ENGINES)}")
+    for name in ("ray_actors", "ray_cpus_per_actor", "ray_parts"):
+        problems.check(_optional(getattr(settings, name), _positive_int),
+                       f"{name}: expected a positive whole number, found {getattr(settings, name)!r}")
+    problems.check(_optional(settings.ray_address, lambda v: isinstance(v, str)),
+                   f"ray_address: expected an address such as ray://head:10001 or auto, found {settings.ray_address!r}")
     try:
         validation_size(settings.val_size)
     except ConfigError as error:

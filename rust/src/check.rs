@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::encode::{Encoded, Encoder, Outcome};
 use crate::error::{Problem, Result};
 use crate::map::{map_records, RecordMapper};
-use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig, Source};
+use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig, Positioned, Source};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 use crate::tally::Tally;
@@ -151,7 +151,8 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
     let mut lengths = LengthHistogram::default();
     let mut tally = Tally::default();
     let keep = config.examples_per_kind;
-    let mut on_record = |format: Option<Format>, raw: RawRecord, outcome: Outcome| {
+    let mut on_record = |format: Option<Format>, record: Positioned, outcome: Outcome| {
+        let raw = record.raw;
         let file_report = &mut report.files[raw.file as usize];
         file_report.format = format;
         file_report.records += 1;
@@ -175,6 +176,7 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
         encoder: &encoder,
         mapper,
         threads: config.threads,
+        partition: None,
     };
     stream(&source, 0, &mut on_record, &mut |_| true)?;
     report.records = tally.records_read;

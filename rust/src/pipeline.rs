@@ -113,6 +113,34 @@ pub struct StreamProgress {
     pub bytes_read: u64,
 }
 
+/// One part of a partitioned job: the records whose position (0-based, in input order over all
+/// files) is `index` modulo `count`. Every part frames all records (cheap) but maps and encodes
+/// only its own, so parts prepared anywhere join into exactly the documents of one unpartitioned
+/// run, with the same positions for the validation split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    pub count: u64,
+    pub index: u64,
+}
+
+impl Partition {
+    pub fn check(self) -> Result<Self> {
+        if self.count == 0 || self.index >= self.count {
+            return Err(Error::config(format!(
+                "shard index {} is not below the number of shards {}",
+                self.index, self.count
+            ))
+            .hint("shard indices run from 0 to num_shards - 1"));
+        }
+        Ok(self)
+    }
+
+    pub fn owns(self, position: u64) -> bool {
+        position % self.count == self.index
+    }
+}
+
 /// What a job streams: its files, the encoder, and the optional map function before it.
 pub struct Source<'a> {
     pub files: &'a [PathBuf],
@@ -120,52 +148,70 @@ pub struct Source<'a> {
     pub encoder: &'a Encoder,
     pub mapper: Option<&'a dyn RecordMapper>,
     pub threads: Option<usize>,
+    /// Only this part's records are mapped and encoded, if set.
+    pub partition: Option<Partition>,
 }
 
-/// Maps the part of a batch the run needs: the fresh records, and all of it while the file's
-/// format is still to be detected (so a resumed run detects what the first run did).
-fn map_batch(
-    mapper: Option<&dyn RecordMapper>,
-    batch: &mut [RawRecord],
+/// A record and its position over all the job's files.
+pub struct Positioned {
+    pub position: u64,
+    pub raw: RawRecord,
+}
+
+/// The records of a batch the run encodes: not done by an earlier run (`already`), and in this
+/// part, mapped. While the file's format is still to be detected the whole batch is mapped
+/// first, so every run and every part detects what an unpartitioned first run did.
+fn fresh_records(
+    source: &Source<'_>,
+    mut batch: Vec<RawRecord>,
+    first: u64,
     already: usize,
-    detecting: bool,
-) -> Result<()> {
-    match mapper {
-        Some(mapper) => {
-            let from = if detecting { 0 } else { already };
-            map_records(mapper, &mut batch[from..])
-        }
-        None => Ok(()),
+    format: &mut Option<Format>,
+) -> Result<Vec<Positioned>> {
+    let detecting = format.is_none();
+    if let (Some(mapper), true) = (source.mapper, detecting) {
+        profile::time(Stage::Map, || map_records(mapper, &mut batch))?;
     }
+    if detecting {
+        *format = detect_format(&batch);
+    }
+    let owns = |position: u64| source.partition.is_none_or(|part| part.owns(position));
+    let (positions, mut records): (Vec<u64>, Vec<RawRecord>) = batch
+        .into_iter()
+        .enumerate()
+        .map(|(j, raw)| (first + j as u64, raw))
+        .filter(|(position, _)| *position >= first + already as u64 && owns(*position))
+        .unzip();
+    if let (Some(mapper), false, false) = (source.mapper, detecting, records.is_empty()) {
+        profile::time(Stage::Map, || map_records(mapper, &mut records))?;
+    }
+    Ok(positions
+        .into_iter()
+        .zip(records)
+        .map(|(position, raw)| Positioned { position, raw })
+        .collect())
 }
 
 /// Streams every record of the source's files through its encoder, skipping the first `skip`
-/// records (done by an earlier run) without encoding them. `on_record` gets each result in input
-/// order; `on_batch` is called after every batch and stops the stream with `Error::Interrupted`
-/// when it returns false.
+/// records (done by an earlier run) without encoding them, and with a partition the records of
+/// other parts. `on_record` gets each result in input order; `on_batch` is called after every
+/// batch and stops the stream with `Error::Interrupted` when it returns false.
 pub fn stream(
     source: &Source<'_>,
     skip: u64,
-    on_record: &mut dyn FnMut(Option<Format>, RawRecord, Outcome) -> Result<()>,
+    on_record: &mut dyn FnMut(Option<Format>, Positioned, Outcome) -> Result<()>,
     on_batch: &mut dyn FnMut(&StreamProgress) -> bool,
 ) -> Result<()> {
-    let Source {
-        files,
-        forced,
-        encoder,
-        mapper,
-        threads,
-    } = *source;
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.unwrap_or(0))
+        .num_threads(source.threads.unwrap_or(0))
         .build()
         .map_err(|e| Error::config(format!("cannot start worker threads: {e}")))?;
     let mut progress = StreamProgress::default();
-    for (file_index, path) in files.iter().enumerate() {
-        let mut format = forced;
+    for (file_index, path) in source.files.iter().enumerate() {
+        let mut format = source.forced;
         let mut records = read::records(file_index as u32, path)?;
         loop {
-            let mut batch: Vec<RawRecord> =
+            let batch: Vec<RawRecord> =
                 profile::time(Stage::Read, || records.by_ref().take(BATCH).collect::<Result<_>>())?;
             if batch.is_empty() {
                 break;
@@ -174,22 +220,21 @@ pub fn stream(
                 .iter()
                 .map(|r| r.text.as_ref().map_or(0, |t| t.len() as u64 + 1))
                 .sum::<u64>();
-            let already = skip.saturating_sub(progress.records).min(batch.len() as u64) as usize;
-            if already < batch.len() || format.is_none() {
-                profile::time(Stage::Map, || map_batch(mapper, &mut batch, already, format.is_none()))?;
-            }
-            if format.is_none() {
-                format = detect_format(&batch);
-            }
+            let first = progress.records;
+            let already = skip.saturating_sub(first).min(batch.len() as u64) as usize;
             progress.records += batch.len() as u64;
-            let fresh: Vec<RawRecord> = batch.into_iter().skip(already).collect();
-            let outcomes: Vec<Outcome> =
-                pool.install(|| fresh.par_iter().map(|raw| process(raw, format, encoder)).collect());
+            let fresh = fresh_records(source, batch, first, already, &mut format)?;
+            let outcomes: Vec<Outcome> = pool.install(|| {
+                fresh
+                    .par_iter()
+                    .map(|r| process(&r.raw, format, source.encoder))
+                    .collect()
+            });
             profile::time(Stage::Write, || {
                 fresh
                     .into_iter()
                     .zip(outcomes)
-                    .try_for_each(|(raw, outcome)| on_record(format, raw, outcome))
+                    .try_for_each(|(record, outcome)| on_record(format, record, outcome))
             })?;
             if !on_batch(&progress) {
                 return Err(Error::Interrupted);

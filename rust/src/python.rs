@@ -258,6 +258,16 @@ impl PyEncoder {
         self.encoder.tokenizer.id_to_token(id)
     }
 
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.encoder.tokenizer.token_to_id(token)
+    }
+
+    /// vocab_size -> the vocabulary with added tokens (transformers' `len(tokenizer)`).
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.encoder.tokenizer.vocab_size()
+    }
+
     #[getter]
     fn template_name(&self) -> String {
         self.encoder.template.name().to_string()

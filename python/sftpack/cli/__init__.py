@@ -20,6 +20,7 @@ from . import (
     demo,
     inspect,
     merge,
+    pack,
     preprocess,
     quickstart,
     template,
@@ -27,7 +28,7 @@ from . import (
     train,
 )
 
-COMMANDS = [check, inspect, preprocess, train, quickstart, configs, convert, merge, chat, template, templates,
+COMMANDS = [check, inspect, preprocess, pack, train, quickstart, configs, convert, merge, chat, template, templates,
             convert_tokenizer, demo]
 
 

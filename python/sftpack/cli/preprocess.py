@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..preprocess import run_preprocess
+from ..ray_engine import parts_dir
 from ..settings import (
     DEFAULT_MAX_LENGTH,
     JOB_OPTIONS,
@@ -45,6 +46,23 @@ def register(sub: Any) -> None:
                         help=f"shard size limit (default {default('shard_size_mb')})")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace an output made from other inputs or settings")
+    parser.add_argument("--num-shards", type=int, metavar="N",
+                        help="prepare one of N parts of the records (for Slurm arrays, Kubernetes jobs); "
+                             "`sftpack pack merge` joins the parts")
+    parser.add_argument("--shard-index", type=int, metavar="I",
+                        help="which part this run prepares, 0 to N-1 (with --num-shards)")
+    parser.add_argument("--engine", choices=("local", "ray"),
+                        help="where the job runs: here (local, default) or on Ray actors (ray; pip install "
+                             "'sftpack[ray]'): the same documents either way")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="the Ray cluster to join (ray://head:10001, or auto); default: a local Ray instance")
+    parser.add_argument("--ray-actors", type=int, metavar="N",
+                        help="Ray actors (default: the cluster's CPUs / --ray-cpus-per-actor)")
+    parser.add_argument("--ray-cpus-per-actor", type=int, metavar="N",
+                        help="CPUs (engine threads) per Ray actor (default 1)")
+    parser.add_argument("--ray-parts", type=int, metavar="N",
+                        help="parts the corpus is split into (default: one per actor; more gives finer resume "
+                             "and balancing)")
     parser.set_defaults(run=run)
 
 
@@ -90,11 +108,17 @@ class ProgressPrinter:
 
     def __call__(self, p: dict[str, Any]) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
+        if "parts" in p:  # --engine ray reports parts as they finish
+            self.show(f"{p['parts_done']}/{p['parts']} parts, {p['records']:,} records, {p['tokens']:,} tokens")
+            return
         mb_s = p["bytes_read"] / elapsed / 1e6
         fraction = p["bytes_read"] / p["bytes_total"] if p["bytes_total"] else 0.0
         eta = elapsed * (1 - fraction) / fraction if 0 < fraction <= 1 else 0.0
         line = (f"{p['records']:,} records, {p['tokens']:,} tokens ({p['tokens'] / elapsed:,.0f}/s), "
                 f"{mb_s:.1f} MB/s, {100 * min(fraction, 1):.0f}%, ETA {eta:.0f}s")
+        self.show(line)
+
+    def show(self, line: str) -> None:
         if self.tty:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
         elif time.monotonic() - self.last_log >= 10:
@@ -110,6 +134,15 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
     manifest = result["manifest"]
     counts = manifest["counts"]
     print(f"{result['status']}: {result['out']} ({seconds:.1f}s)")
+    ray = result.get("ray")
+    if ray:
+        nodes = len({part["node"] for part in ray["parts"]})
+        print(f"  on Ray: {len(ray['parts'])} parts by {ray['actors']} actors of {ray['cpus_per_actor']} CPU(s) on "
+              f"{nodes} node(s); parts in {parts_dir(Path(result['out']))}")
+    partition = manifest["config"].get("partition")
+    if partition:
+        print(f"  part {partition['index']} of {partition['count']} (records at positions {partition['index']} "
+              f"modulo {partition['count']}); join all parts with `sftpack pack merge`")
     validation = manifest.get("validation")
     if validation:
         held_out = validation["records"]

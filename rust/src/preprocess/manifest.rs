@@ -15,6 +15,7 @@ use super::PreprocessConfig;
 use crate::encode::{EncodeOptions, Encoder};
 use crate::error::{Error, Result};
 use crate::map::MapFnIdentity;
+use crate::pipeline::Partition;
 use crate::shard::ShardInfo;
 use crate::tokenize::{hex_sha256, EngineReport, SpecialTokens};
 
@@ -66,6 +67,9 @@ pub struct OutputSettings {
     pub validation: Option<ValidationSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_fn: Option<MapFnIdentity>,
+    /// The part of the records this pack holds, in a partitioned run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
 }
 
 impl OutputSettings {
@@ -79,6 +83,7 @@ impl OutputSettings {
             shard_bytes: config.shard_bytes,
             validation: config.validation,
             map_fn: config.job.map_fn.clone(),
+            partition: config.partition,
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::map::RecordMapper;
 use crate::pipeline::StreamProgress;
-use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Source};
+use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Partition, Positioned, Source};
 use crate::profile::{self, Profile, Stage};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
@@ -72,6 +72,9 @@ pub struct PreprocessConfig {
     /// Hold out this much of the records as a validation pack in `out/validation/`.
     #[serde(default)]
     pub validation: Option<ValidationSize>,
+    /// Prepare only this part of the records (`sftpack pack merge` joins the parts).
+    #[serde(default)]
+    pub partition: Option<Partition>,
 }
 
 fn yes() -> bool {
@@ -140,8 +143,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Sends a record to the validation pack if the split holds out its position, else to the
     /// training pack; packs both windows when either is full.
-    fn take(&mut self, raw: &RawRecord, outcome: Outcome) -> Result<()> {
-        let position = self.records_consumed;
+    fn take(&mut self, position: u64, raw: &RawRecord, outcome: Outcome) -> Result<()> {
         let file_name = &self.files[raw.file as usize];
         if let Some(problem) = overlong_stop(&self.config.job.encode, &outcome) {
             let element = raw.index.map_or(String::new(), |i| format!(" (element {i})"));
@@ -155,7 +157,7 @@ impl Run<'_> {
             _ => &mut self.train,
         };
         sink.take(raw, outcome, file_name)?;
-        self.records_consumed += 1;
+        self.records_consumed = position + 1;
         if self.sinks().any(|s| s.window_len() >= self.config.window) {
             self.flush_windows()?;
         }
@@ -212,9 +214,18 @@ pub fn preprocess(
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let files = read::expand_inputs(&config.job.inputs)?;
-    let encoder = build_encoder(&config.job)?;
+    // Hashing the inputs (for the pack key) overlaps loading the tokenizer.
+    let (encoder, inputs) = rayon::join(
+        || build_encoder(&config.job),
+        || {
+            files
+                .par_iter()
+                .map(|p| hash_file(p))
+                .collect::<Result<Vec<InputInfo>>>()
+        },
+    );
+    let (encoder, inputs) = (encoder?, inputs?);
     let forced = forced_format(&config.job)?;
-    let inputs: Vec<InputInfo> = files.par_iter().map(|p| hash_file(p)).collect::<Result<_>>()?;
     let bytes_total: u64 = inputs.iter().map(|i| i.bytes).sum();
     let provenance = Provenance::new(config, &encoder, inputs);
     let setup_s = started.elapsed().as_secs_f64();
@@ -238,6 +249,7 @@ pub fn preprocess(
         encoder: &encoder,
         mapper,
         threads: config.job.threads,
+        partition: config.partition.map(Partition::check).transpose()?,
     };
     let streamed = run.stream(&source, bytes_total, progress);
     if let Err(error @ Error::Overlong { .. }) = streamed {
@@ -303,7 +315,7 @@ impl<'a> Run<'a> {
         let validation = match config.validation {
             Some(size) => {
                 let state = states.pop().unwrap_or_default();
-                let selection = Selection::choose(files, size, config.seed)?;
+                let selection = Selection::choose(files, size, config.seed, config.partition)?;
                 Some((Sink::open(&validation_dir, config.shard_bytes, state)?, selection))
             }
             None => None,
@@ -337,8 +349,8 @@ impl<'a> Run<'a> {
         let interval = std::time::Duration::from_millis(self.config.progress_interval_ms);
         // What progress reports of the run; shared by the two callbacks.
         let written = std::cell::Cell::new(self.counts());
-        let mut on_record = |_: Option<Format>, raw: RawRecord, outcome: Outcome| {
-            self.take(&raw, outcome)?;
+        let mut on_record = |_: Option<Format>, record: Positioned, outcome: Outcome| {
+            self.take(record.position, &record.raw, outcome)?;
             written.set(self.counts());
             Ok(())
         };

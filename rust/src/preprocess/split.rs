@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::pack::SplitMix64;
+use crate::pipeline::Partition;
 use crate::read;
 
 /// How much of the corpus to hold out.
@@ -65,8 +66,9 @@ pub struct Selection {
 
 impl Selection {
     /// Counts the records of `files` (framing only, nothing is parsed or encoded) and samples
-    /// the held-out positions with `seed`.
-    pub fn choose(files: &[PathBuf], size: ValidationSize, seed: u64) -> Result<Self> {
+    /// the held-out positions with `seed`; in a partitioned run, keeps those of the part (the
+    /// parts' selections together are the unpartitioned run's).
+    pub fn choose(files: &[PathBuf], size: ValidationSize, seed: u64, partition: Option<Partition>) -> Result<Self> {
         let mut total = 0u64;
         for (index, path) in files.iter().enumerate() {
             for record in read::records(index as u32, path)? {
@@ -74,9 +76,11 @@ impl Selection {
                 total += 1;
             }
         }
-        Ok(Selection {
-            held_out: sample(total, size.count(total)?, seed),
-        })
+        let mut held_out = sample(total, size.count(total)?, seed);
+        if let Some(part) = partition {
+            held_out.retain(|&position| part.owns(position));
+        }
+        Ok(Selection { held_out })
     }
 
     pub fn contains(&self, position: u64) -> bool {

@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use aho_corasick::AhoCorasick;
 use serde_json::Value;
@@ -18,6 +19,7 @@ use tokenizers::Tokenizer;
 use crate::error::{Error, Problem, Result};
 use crate::read::read_to_string;
 
+mod cache;
 mod engine;
 mod spelling;
 
@@ -41,6 +43,7 @@ pub struct TokenizerBundle {
     /// The pipeline exactly as tokenizer.json describes it, as transformers 4.x loaded it (and
     /// so XTuner 0.2.0); `None` when it is the same as `current`.
     as_file: Option<Pipeline>,
+    vocabulary: Vocabulary,
     special_matcher: Option<AhoCorasick>,
     pub special: SpecialTokens,
     /// `tokenizer_class` from tokenizer_config.json (XTuner's BOS rule depends on it).
@@ -58,6 +61,47 @@ pub struct TokenizerBundle {
     pub path: PathBuf,
 }
 
+/// What tokenizer.json says about its vocabulary, read once so that looking up special tokens
+/// and the vocabulary size needs neither engine.
+struct Vocabulary {
+    /// Added tokens by content.
+    added: std::collections::HashMap<String, u32>,
+    /// Contents of the added tokens marked special.
+    specials: Vec<String>,
+    /// Model vocabulary plus added tokens not in it (as the tokenizers library counts).
+    size: usize,
+}
+
+impl Vocabulary {
+    fn from_json(json: &Value) -> Self {
+        let mut added = std::collections::HashMap::new();
+        let mut specials = Vec::new();
+        for token in json.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+            let (Some(content), Some(id)) = (
+                token.get("content").and_then(Value::as_str),
+                token
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .and_then(|id| u32::try_from(id).ok()),
+            ) else {
+                continue;
+            };
+            if token.get("special").and_then(Value::as_bool) == Some(true) && !content.is_empty() {
+                specials.push(content.to_string());
+            }
+            added.insert(content.to_string(), id);
+        }
+        let model: std::collections::HashSet<&str> = match json.pointer("/model/vocab") {
+            Some(Value::Object(pieces)) => pieces.keys().map(String::as_str).collect(),
+            // Unigram: [[piece, score], ...]
+            Some(Value::Array(pieces)) => pieces.iter().filter_map(|p| p.get(0)?.as_str()).collect(),
+            _ => std::collections::HashSet::new(),
+        };
+        let size = model.len() + added.keys().filter(|t| !model.contains(t.as_str())).count();
+        Vocabulary { added, specials, size }
+    }
+}
+
 /// Which tokenizer pipeline to encode with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -67,26 +111,84 @@ pub enum Flavor {
     AsFile,
 }
 
-struct Pipeline {
+/// The 0.23 engine for one pipeline: what the 1.0 engine cannot do (token starts it cannot
+/// derive, decoding), and the whole job when 1.0 cannot take the tokenizer.
+struct OldEngine {
     normal: Tokenizer,
     /// The same tokenizer with special-token matching off, for text that must stay text.
     text_only: Tokenizer,
+}
+
+impl OldEngine {
+    fn load(source: &str) -> std::result::Result<Self, String> {
+        let normal = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
+        let mut text_only = normal.clone();
+        text_only.set_encode_special_tokens(true);
+        Ok(OldEngine { normal, text_only })
+    }
+}
+
+/// Where the probe check's verdict is cached: "agrees", or "differs" and the reason.
+const VERDICT: &str = "probe-verdict.txt";
+
+struct Pipeline {
+    /// The tokenizer.json text both engines load.
+    source: String,
+    /// Loaded on first need: with the 1.0 engine and a cached probe verdict, a job may never
+    /// need 0.23 (its load is ~0.4 s of a 150k-vocabulary tokenizer's start-up).
+    old: OnceLock<std::result::Result<OldEngine, String>>,
     /// The 1.0 engine for this pipeline, or why it is not used.
     fast: std::result::Result<engine::Fast, String>,
 }
 
 impl Pipeline {
-    /// `fast` is the 1.0 engine loaded from the same tokenizer.json; it is used only if it
-    /// encodes the probe texts as `normal` does.
-    fn new(normal: Tokenizer, fast: std::result::Result<engine::Fast, String>) -> Self {
-        let mut text_only = normal.clone();
-        text_only.set_encode_special_tokens(true);
-        let fast = fast.and_then(|fast| fast.agrees_with(&normal, &text_only).map(|()| fast));
-        Pipeline {
-            normal,
-            text_only,
-            fast,
-        }
+    /// A pipeline for the tokenizer.json `source`. `fast` (the 1.0 engine loaded from it) is used
+    /// only if it encodes the probe texts as 0.23 does; that verdict is cached with `cache`.
+    fn new(
+        source: String,
+        fast: std::result::Result<engine::Fast, String>,
+        cache: &cache::Entry,
+    ) -> std::result::Result<Self, String> {
+        let mut pipeline = Pipeline {
+            source,
+            old: OnceLock::new(),
+            fast: Err(String::new()),
+        };
+        pipeline.fast = match fast {
+            Ok(fast) => match cache
+                .read(VERDICT)
+                .as_deref()
+                .map(|v| v.split_once('\n').unwrap_or((v, "")))
+            {
+                Some(("agrees", _)) => Ok(fast),
+                Some(("differs", why)) => Err(why.to_string()),
+                _ => {
+                    let old = pipeline.old()?;
+                    let verdict = fast.agrees_with(&old.normal, &old.text_only);
+                    cache.write(
+                        VERDICT,
+                        &match &verdict {
+                            Ok(()) => "agrees".to_string(),
+                            Err(why) => format!("differs\n{why}"),
+                        },
+                    );
+                    verdict.map(|()| fast)
+                }
+            },
+            Err(why) => {
+                pipeline.old()?;
+                Err(why)
+            }
+        };
+        Ok(pipeline)
+    }
+
+    /// The 0.23 engine, loaded on first use.
+    fn old(&self) -> std::result::Result<&OldEngine, String> {
+        self.old
+            .get_or_init(|| OldEngine::load(&self.source))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Encodes one piece of text, with the 1.0 engine where it can; the flag says the record
@@ -107,7 +209,14 @@ impl Pipeline {
                 return Ok((Tokens { ids, starts }, false));
             }
         }
-        let tokenizer = if text_only { &self.text_only } else { &self.normal };
+        let old = self.old().map_err(|e| {
+            Problem::new(
+                "tokenizer_error",
+                "",
+                format!("{} cannot load the tokenizer: {e}", engine::OLD_ENGINE),
+            )
+        })?;
+        let tokenizer = if text_only { &old.text_only } else { &old.normal };
         let fell_back = self.fast.is_ok() && offsets;
         Ok((TokenizerBundle::encode_with(tokenizer, text, offsets)?, fell_back))
     }
@@ -266,32 +375,42 @@ impl TokenizerBundle {
                 json_path.display()
             ))
         };
-        let tokenizer = Tokenizer::from_str(&text).map_err(|e| unloadable(&e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| unloadable(&e))?;
-        let fast = engine::Fast::load(&text, &json);
+        let sha256 = hex_sha256(text.as_bytes());
+        let cache = cache::Entry::for_tokenizer(&sha256);
+        // The 1.0 engine loads (~0.5 s for 150k tokens) while serde parses the same text.
+        let (json, tokenizer) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| engine::Fast::load_tokenizer(&text, &cache));
+            let json = serde_json::from_str::<Value>(&text);
+            let tokenizer = tokenizer
+                .join()
+                .unwrap_or_else(|_| Err(format!("{} panicked while loading", engine::FAST_ENGINE)));
+            (json, tokenizer)
+        });
+        let json = json.map_err(|e| unloadable(&e))?;
+        let vocabulary = Vocabulary::from_json(&json);
         let config_path = dir.join("tokenizer_config.json");
         let config = if config_path.is_file() {
             read_json_object(&config_path)?
         } else {
             serde_json::Map::new()
         };
+        let as_written = engine::Fast::with_spellings(tokenizer, &json);
+        let as_written = Pipeline::new(text, as_written, &cache).map_err(|e| unloadable(&e))?;
         let (current, as_file) = match transformers_llama_rebuild(&json, &config) {
             Some(rebuilt) => {
                 let rebuilt_text = rebuilt.to_string();
-                let current = Tokenizer::from_str(&rebuilt_text).map_err(|e| unloadable(&e))?;
-                let current_fast = engine::Fast::load(&rebuilt_text, &rebuilt);
-                (
-                    Pipeline::new(current, current_fast),
-                    Some(Pipeline::new(tokenizer, fast)),
-                )
+                let cache = cache::Entry::for_tokenizer(&hex_sha256(rebuilt_text.as_bytes()));
+                let fast = engine::Fast::load(&rebuilt_text, &rebuilt, &cache);
+                let current = Pipeline::new(rebuilt_text, fast, &cache).map_err(|e| unloadable(&e))?;
+                (current, Some(as_written))
             }
-            None => (Pipeline::new(tokenizer, fast), None),
+            None => (as_written, None),
         };
         let chat_template = load_chat_template(&dir, &config)?;
         let name = json_path
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let mut files = vec![(name, hex_sha256(text.as_bytes()))];
+        let mut files = vec![(name, sha256)];
         for name in CONFIG_FILES {
             let path = dir.join(name);
             if path.is_file() {
@@ -302,6 +421,7 @@ impl TokenizerBundle {
         Ok(Self::assemble(
             current,
             as_file,
+            vocabulary,
             config,
             chat_template,
             files,
@@ -312,6 +432,7 @@ impl TokenizerBundle {
     fn assemble(
         current: Pipeline,
         as_file: Option<Pipeline>,
+        vocabulary: Vocabulary,
         config: serde_json::Map<String, Value>,
         chat_template: Option<String>,
         files: Vec<(String, String)>,
@@ -323,18 +444,13 @@ impl TokenizerBundle {
             unk_token: token_string(config.get("unk_token")),
             pad_token: token_string(config.get("pad_token")),
         };
-        let specials: Vec<String> = current
-            .normal
-            .get_added_tokens_decoder()
-            .into_values()
-            .filter(|t| t.special && !t.content.is_empty())
-            .map(|t| t.content)
-            .collect();
-        let special_matcher = AhoCorasick::new(&specials).ok().filter(|_| !specials.is_empty());
+        let specials = &vocabulary.specials;
+        let special_matcher = AhoCorasick::new(specials).ok().filter(|_| !specials.is_empty());
         TokenizerBundle {
             engine: engine::Counters::default(),
             current,
             as_file,
+            vocabulary,
             special_matcher,
             special,
             tokenizer_class: config
@@ -349,20 +465,29 @@ impl TokenizerBundle {
         }
     }
 
+    /// The id of a token (added tokens first, as the tokenizers library looks them up).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.current.normal.token_to_id(token)
+        if let Some(&id) = self.vocabulary.added.get(token) {
+            return Some(id);
+        }
+        self.current.old().ok()?.normal.token_to_id(token)
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.current.normal.id_to_token(id)
+        self.current.old().ok()?.normal.id_to_token(id)
     }
 
+    /// Vocabulary size with added tokens (transformers' `len(tokenizer)`).
     pub fn vocab_size(&self) -> usize {
-        self.current.normal.get_vocab_size(true)
+        self.vocabulary.size
     }
 
     pub fn decode(&self, ids: &[u32]) -> String {
-        self.current.normal.decode(ids, false).unwrap_or_default()
+        self.current
+            .old()
+            .ok()
+            .and_then(|old| old.normal.decode(ids, false).ok())
+            .unwrap_or_default()
     }
 
     /// Special-token strings that occur inside `text`, as byte ranges.
