@@ -7,6 +7,7 @@ and the command line.
 from ._core import __version__ as __version__
 from .data import PackDataset as PackDataset
 from .data import PackLoader as PackLoader
+from .data import PackMixture as PackMixture
 from .data import PackSampler as PackSampler
 from .encoding import EncodedConversation as EncodedConversation
 from .encoding import Encoder as Encoder
@@ -30,6 +31,7 @@ __all__ = [
     "OutputError",
     "PackDataset",
     "PackLoader",
+    "PackMixture",
     "PackSampler",
     "RecordError",
     "SftpackError",

@@ -8,6 +8,7 @@ from .loader import PackLoader as PackLoader
 from .loss import count_trained_tokens as count_trained_tokens
 from .loss import global_trained_tokens as global_trained_tokens
 from .loss import sum_token_loss as sum_token_loss
+from .mixture import PackMixture as PackMixture
 from .pack import IGNORE_INDEX as IGNORE_INDEX
 from .pack import PackDataset as PackDataset
 from .pack import PackFormatError as PackFormatError
@@ -18,6 +19,7 @@ __all__ = [
     "PackDataset",
     "PackFormatError",
     "PackLoader",
+    "PackMixture",
     "PackSampler",
     "block_diagonal_causal_mask",
     "collate_padded",

@@ -13,6 +13,10 @@ Padded ([B, L]): rows padded to the longest, with a block-diagonal causal mask [
 (True = may attend) so that documents packed into one row do not see each other under SDPA or
 eager attention. ``document_mask=False`` gives the plain 2-D padding mask instead: cheaper, and
 right only when every row holds one document (``--no-pack``).
+
+Rows of a :class:`~sftpack.data.mixture.PackMixture` say which pack they came from; their batches
+also hold ``pack_ids``, the pack of every token (-1 on padding), shaped like ``labels``: pop it
+before calling the model, and use it to split the loss by pack.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from .pack import IGNORE_INDEX
 
-Row = dict[str, np.ndarray]
+Row = dict[str, Any]
 
 
 def _tensors(batch: dict[str, Any], return_tensors: str | None) -> dict[str, Any]:
@@ -58,6 +62,9 @@ def collate_padding_free(rows: Sequence[Row], return_tensors: str | None = None)
         # SDPA/FlexAttention would then let documents see each other.
         "use_cache": False,
     }
+    if rows and "pack" in rows[0]:
+        batch["pack_ids"] = np.concatenate([np.full(len(r["input_ids"]), r["pack"], dtype=np.int64)
+                                            for r in rows])[None, :]
     return _tensors(batch, return_tensors)
 
 
@@ -88,13 +95,17 @@ def collate_padded(
     labels = np.full(size, IGNORE_INDEX, dtype=np.int64)
     position_ids = np.zeros(size, dtype=np.int64)
     attention = np.zeros(size, dtype=np.int64)
+    pack_ids = np.full(size, -1, dtype=np.int64)
     for b, row in enumerate(rows):
         n = len(row["input_ids"])
         input_ids[b, :n] = row["input_ids"]
         labels[b, :n] = row["labels"]
         position_ids[b, :n] = row["position_ids"]
         attention[b, :n] = 1
+        pack_ids[b, :n] = row.get("pack", -1)
     batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+    if rows and "pack" in rows[0]:
+        batch["pack_ids"] = pack_ids
     if document_mask:
         batch["attention_mask"] = block_diagonal_causal_mask([r["cu_seqlens"] for r in rows], length)
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .collate import collate_padded, collate_padding_free
+from .mixture import PackMixture
 from .pack import PackDataset
 from .sampler import PackSampler
 
@@ -42,7 +43,7 @@ class PackLoader:
     """Iterates over batches of a :class:`PackDataset` for one epoch at a time.
 
     Args:
-        dataset: the pack.
+        dataset: the pack, or a :class:`~sftpack.data.mixture.PackMixture` of several.
         batch_size: rows per batch (or give ``max_tokens``).
         max_tokens: token budget per batch (padding-free tokens).
         collate: "padding_free", "padded", or a callable taking a list of rows.
@@ -51,7 +52,7 @@ class PackLoader:
 
     def __init__(
         self,
-        dataset: PackDataset,
+        dataset: PackDataset | PackMixture,
         batch_size: int | None = None,
         max_tokens: int | None = None,
         collate: str | Callable[[list[dict[str, np.ndarray]]], Any] = "padding_free",
@@ -79,6 +80,9 @@ class PackLoader:
         self.batches_done = 0
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:  # a PackMixture draws other rows each epoch
+            set_epoch(epoch)
         if self.batch_size is not None:
             rows = self.sampler.indices(epoch)
             count = len(rows) // self.batch_size if self.drop_last else -(-len(rows) // self.batch_size)

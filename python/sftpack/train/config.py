@@ -7,8 +7,9 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
               trust_remote_code: run the model code shipped with the checkpoint}
     method:  {name: full|lora|qlora, lora_r, lora_alpha, lora_dropout, target_modules,
               quant_type: nf4|fp4, double_quant, compute_dtype}
-    data:    {pack, batch_size | max_tokens, seed,
-              eval_pack: a pack to evaluate on (default: the pack's validation split, if it has one)}
+    data:    {pack | packs: [{path, weight, name}, ...] (several packs mixed by share of each epoch's tokens),
+              batch_size | max_tokens, seed,
+              eval_pack: a pack to evaluate on (default: the (first) pack's validation split, if it has one)}
     optim:   {lr, weight_decay, betas, warmup_steps, scheduler: cosine|linear|constant, epochs,
               max_steps, grad_accum, max_grad_norm}
     output:  {dir, log_every, save_every, sample_every, sample_prompts, sample_max_new_tokens,
@@ -61,6 +62,7 @@ class MethodConfig:
 @dataclass
 class DataConfig:
     pack: str = ""
+    packs: list[dict[str, Any]] | None = None
     batch_size: int | None = None
     max_tokens: int | None = None
     seed: int = 0
@@ -177,9 +179,10 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
         value = getattr(getattr(config, section), name)
         if value is not None and value <= 0:
             problems.append(f"{section}.{name}: must be positive, found {value!r}")
-    for section, name in (("model", "path"), ("data", "pack"), ("output", "dir")):
+    for section, name in (("model", "path"), ("output", "dir")):
         if not getattr(getattr(config, section), name):
             problems.append(f"{section}.{name}: required")
+    _validate_packs(config.data, problems)
     report_to = config.output.report_to
     unknown = ({report_to} if isinstance(report_to, str) else set(report_to)) - REPORTERS - {"auto"}
     if unknown:
@@ -194,6 +197,19 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
     if (output.early_stopping_patience or output.save_best) and not output.eval_every:
         setting = "early_stopping_patience" if output.early_stopping_patience else "save_best"
         problems.append(f"output.{setting}: needs output.eval_every (steps between evaluations)")
+
+
+def _validate_packs(data: DataConfig, problems: list[str]) -> None:
+    if bool(data.pack) == bool(data.packs):
+        problems.append("data: give exactly one of pack (a pack directory) or packs (a list of {path, weight, name})")
+        return
+    for i, item in enumerate(data.packs or []):
+        if not isinstance(item, dict) or "path" not in item or set(item) - {"path", "weight", "name"}:
+            problems.append(f"data.packs[{i}]: expected {{path, weight, name}}, found {item!r}")
+            continue
+        weight = item.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            problems.append(f"data.packs[{i}].weight: must be a positive number, found {weight!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -30,11 +30,25 @@ def supports_chunked_loss(model: Any) -> bool:
             and getattr(config, "logit_scale", None) is None and getattr(config, "logits_scaling", None) is None)
 
 
-def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor, softcap: float | None) -> Any:
+def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor, softcap: float | None,
+                reduction: str = "sum") -> Any:
     logits = head(hidden).float()
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction=reduction)
+
+
+def loss_by_pack(token_losses: torch.Tensor, targets: torch.Tensor, pack_ids: torch.Tensor, packs: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and trained-token count per pack, from per-token losses (detached: for
+    logging only). ``targets`` and ``pack_ids`` are shifted like the losses."""
+    trained = (targets != IGNORE_INDEX) & (pack_ids >= 0)
+    index = pack_ids.clamp(min=0)
+    sums = torch.zeros(packs, dtype=torch.float32, device=token_losses.device)
+    sums.index_add_(0, index[trained], token_losses.detach().float()[trained])
+    counts = torch.zeros(packs, dtype=torch.int64, device=token_losses.device)
+    counts.index_add_(0, index[trained], torch.ones_like(index[trained]))
+    return sums, counts
 
 
 class TokenLoss(torch.nn.Module):
@@ -42,23 +56,41 @@ class TokenLoss(torch.nn.Module):
     :func:`sftpack.data.sum_token_loss` computes it from full logits. Wrap this module, not the
     model, in DDP so that gradient synchronisation sees the whole computation."""
 
-    def __init__(self, model: Any, chunk_tokens: int = 2048) -> None:
+    def __init__(self, model: Any, chunk_tokens: int = 2048, packs: int = 0) -> None:
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
         self.chunked = chunk_tokens > 0 and supports_chunked_loss(model)
+        self.packs = packs
+        # The last forward's (loss sum, trained tokens) per pack, when given pack_ids.
+        self.by_pack: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, labels: torch.Tensor, **inputs: Any) -> Any:
-        if not self.chunked:
-            return sum_token_loss(self.model(**inputs).logits, labels)
-        base = _unwrap(self.model)
-        hidden = base.get_decoder()(**inputs).last_hidden_state
-        hidden = hidden[..., :-1, :].reshape(-1, hidden.shape[-1])
+    def forward(self, labels: torch.Tensor, pack_ids: torch.Tensor | None = None, **inputs: Any) -> Any:
+        """``pack_ids`` (a mixture's batches): also keep the loss per pack in ``by_pack``."""
+        by_pack = pack_ids is not None and self.packs > 0
         targets = labels[..., 1:].reshape(-1)
-        head = base.get_output_embeddings()
-        softcap = getattr(base.config, "final_logit_softcapping", None)
-        total = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, targets.numel(), self.chunk_tokens):
-            piece = slice(start, start + self.chunk_tokens)
-            total = total + checkpoint(_chunk_loss, head, hidden[piece], targets[piece], softcap, use_reentrant=False)
-        return total
+        if not self.chunked:
+            logits = self.model(**inputs).logits
+            if not by_pack:
+                return sum_token_loss(logits, labels)
+            token_losses = F.cross_entropy(logits[..., :-1, :].reshape(-1, logits.shape[-1]).float(), targets,
+                                           ignore_index=IGNORE_INDEX, reduction="none")
+        else:
+            base = _unwrap(self.model)
+            hidden = base.get_decoder()(**inputs).last_hidden_state
+            hidden = hidden[..., :-1, :].reshape(-1, hidden.shape[-1])
+            head = base.get_output_embeddings()
+            softcap = getattr(base.config, "final_logit_softcapping", None)
+            reduction = "none" if by_pack else "sum"
+            pieces = [checkpoint(_chunk_loss, head, hidden[start:start + self.chunk_tokens],
+                                 targets[start:start + self.chunk_tokens], softcap, reduction, use_reentrant=False)
+                      for start in range(0, targets.numel(), self.chunk_tokens)]
+            if not by_pack:
+                total = hidden.new_zeros((), dtype=torch.float32)
+                for piece in pieces:
+                    total = total + piece
+                return total
+            token_losses = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+        assert pack_ids is not None
+        self.by_pack = loss_by_pack(token_losses, targets, pack_ids[..., 1:].reshape(-1), self.packs)
+        return token_losses.sum()

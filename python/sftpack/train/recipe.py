@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import PackDataset, PackLoader, collate_padded, collate_padding_free, global_trained_tokens
+from ..data import PackDataset, PackLoader, PackMixture, collate_padded, collate_padding_free, global_trained_tokens
 from ..encoding import pack_template_kwargs
 from ..errors import ConfigError
 from . import zero
@@ -75,7 +75,8 @@ class SFTRecipe:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
-        self.dataset = PackDataset(config.data.pack)
+        self.dataset: PackDataset | PackMixture = (PackMixture(config.data.packs, seed=config.data.seed)
+                                                   if config.data.packs else PackDataset(config.data.pack))
         check_tokenizer_matches(Path(config.model.path), self.dataset.manifest)
         self.attention = choose_attention(config.model.attention)
         # 16-bit compute under autocast; fp16 also needs loss scaling against gradient underflow
@@ -92,7 +93,9 @@ class SFTRecipe:
         self.model = load_model(config, self.attention, None if zero3 else self.device)
         del keep_alive
         self.model.train()
-        self.loss_model: Any = TokenLoss(self.model, config.model.loss_chunk_tokens)
+        packs = len(self.dataset.names) if isinstance(self.dataset, PackMixture) else 0
+        self.token_loss = TokenLoss(self.model, config.model.loss_chunk_tokens, packs)
+        self.loss_model: Any = self.token_loss
         if self.world > 1 and not self.ds_config:
             self.loss_model = torch.nn.parallel.DistributedDataParallel(self.loss_model)
         collate = self._collate()
@@ -130,7 +133,8 @@ class SFTRecipe:
         path: Path | None = Path(data.eval_pack) if data.eval_pack else None
         validation = self.dataset.manifest.get("validation")
         if path is None and validation:
-            path = Path(data.pack) / validation["path"]
+            first = self.dataset.packs[0].dataset.path if isinstance(self.dataset, PackMixture) else Path(data.pack)
+            path = first / validation["path"]
         if path is None:
             if output.early_stopping_patience or output.save_best:
                 raise ConfigError("output.early_stopping_patience and output.save_best need an evaluation pack\n"
@@ -198,18 +202,23 @@ class SFTRecipe:
             micro = [next(batches) for _ in range(self.config.optim.grad_accum)]
             trained = global_trained_tokens(micro)
             loss_sum = 0.0
+            by_pack: list[tuple[torch.Tensor, torch.Tensor]] = []
             for batch in micro:
                 loss = self._forward_sum_loss(batch)
                 self._backward(loss * self.world / max(trained, 1))
                 loss_sum += float(loss.detach())
+                if self.token_loss.by_pack is not None:
+                    by_pack.append(self.token_loss.by_pack)
+                    self.token_loss.by_pack = None
                 lengths = document_lengths(batch)  # real documents: padding is not counted
                 self.tokens_seen += int(lengths.sum())
                 self.flops_done += flops.step(lengths)
             self._optimizer_step()
             self.step += 1
             loss_value = self._global_mean(loss_sum, trained)
+            pack_losses = self._loss_by_pack(by_pack)
             if self.reporter and (self.step % output.log_every == 0 or self.step == self.total_steps):
-                self._log(self.reporter, loss_value, trained, started, self.step - first_step)
+                self._log(self.reporter, loss_value, trained, started, self.step - first_step, pack_losses)
             if output.sample_every and self.step % output.sample_every == 0:
                 self._sample()
             if self.evaluator and output.eval_every and self.step % output.eval_every == 0:
@@ -265,10 +274,30 @@ class SFTRecipe:
             torch.distributed.all_reduce(total)
         return float(total.item()) / max(trained, 1)
 
-    def _log(self, reporter: Reporter, loss: float, trained: int, started: float, steps_done: int) -> None:
+    def _loss_by_pack(self, by_pack: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """A mixture's step loss per pack (all ranks), as ``loss/<name>``; packs with no trained
+        token in the step are left out."""
+        if not isinstance(self.dataset, PackMixture):
+            return {}
+        packs = len(self.dataset.names)
+        sums = torch.zeros(packs, dtype=torch.float64)
+        counts = torch.zeros(packs, dtype=torch.float64)
+        for pack_sums, pack_counts in by_pack:
+            sums += pack_sums.cpu().double()
+            counts += pack_counts.cpu().double()
+        if self.world > 1:
+            both = torch.cat([sums, counts]).to(self.device)
+            torch.distributed.all_reduce(both)
+            sums, counts = both[:packs].cpu(), both[packs:].cpu()
+        return {f"loss/{name}": round(float(sums[i] / counts[i]), 6)
+                for i, name in enumerate(self.dataset.names) if counts[i] > 0}
+
+    def _log(self, reporter: Reporter, loss: float, trained: int, started: float, steps_done: int,
+             pack_losses: dict[str, float] | None = None) -> None:
         elapsed = time.monotonic() - started
         record: dict[str, Any] = {
-            "step": self.step, "loss": round(loss, 6), "lr": self.scheduler.get_last_lr()[0], "trained_tokens": trained,
+            "step": self.step, "loss": round(loss, 6), **(pack_losses or {}),
+            "lr": self.scheduler.get_last_lr()[0], "trained_tokens": trained,
             "epoch": self.loader.epoch, "elapsed_s": round(elapsed, 2),
             "tokens": self.tokens_seen * self.world,
             "tokens_per_s": round(self.tokens_seen * self.world / max(elapsed, 1e-9), 1)}
