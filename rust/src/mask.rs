@@ -106,6 +106,9 @@ struct Renderer<'a> {
     template: &'a JinjaTemplate,
     traits: &'a TemplateTraits,
     messages: Vec<Value>,
+    /// `messages` and the tools as template values, converted once for every render.
+    prepared: Vec<minijinja::Value>,
+    prepared_tools: Option<minijinja::Value>,
     tools: Option<&'a Value>,
     kwargs: &'a Map<String, Value>,
 }
@@ -117,10 +120,12 @@ impl<'a> Renderer<'a> {
         conversation: &'a Conversation,
         kwargs: &'a Map<String, Value>,
     ) -> Self {
-        let messages = conversation.messages.iter().map(|m| m.to_template_value()).collect();
+        let messages: Vec<Value> = conversation.messages.iter().map(|m| m.to_template_value()).collect();
         Renderer {
             template,
             traits,
+            prepared: messages.iter().map(minijinja::Value::from_serialize).collect(),
+            prepared_tools: conversation.tools.as_ref().map(minijinja::Value::from_serialize),
             messages,
             tools: conversation.tools.as_ref(),
             kwargs,
@@ -128,8 +133,12 @@ impl<'a> Renderer<'a> {
     }
 
     fn render(&self, n: usize, generation_prompt: bool) -> Result<String, Problem> {
-        self.template
-            .render(&self.messages[..n], self.tools, generation_prompt, self.kwargs)
+        self.template.render_prepared(
+            &self.prepared[..n],
+            self.prepared_tools.as_ref(),
+            generation_prompt,
+            self.kwargs,
+        )
     }
 
     /// Whether the template leaves message `i` out of the whole rendering `text` (Mistral v2

@@ -270,20 +270,38 @@ impl JinjaTemplate {
         add_generation_prompt: bool,
         extra: &serde_json::Map<String, Value>,
     ) -> std::result::Result<String, Problem> {
-        let mut context = self.globals.clone();
-        for (k, v) in extra {
-            context.insert(k.clone(), v.clone());
-        }
-        context.insert("messages".into(), Value::Array(messages.to_vec()));
-        context.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
+        let messages: Vec<JValue> = messages.iter().map(JValue::from_serialize).collect();
+        let tools = tools.map(JValue::from_serialize);
+        self.render_prepared(&messages, tools.as_ref(), add_generation_prompt, extra)
+    }
+
+    /// [`JinjaTemplate::render`] with messages and tools already converted to template values,
+    /// so that a conversation rendered several times (its prefixes, for the masks) converts them
+    /// once: template values share their contents, so slicing them copies no text.
+    pub fn render_prepared(
+        &self,
+        messages: &[JValue],
+        tools: Option<&JValue>,
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, Value>,
+    ) -> std::result::Result<String, Problem> {
+        let mut context: Vec<(&str, JValue)> = self
+            .globals
+            .iter()
+            .filter(|(k, _)| !extra.contains_key(k.as_str()))
+            .map(|(k, v)| (k.as_str(), JValue::from_serialize(v)))
+            .collect();
+        context.extend(extra.iter().map(|(k, v)| (k.as_str(), JValue::from_serialize(v))));
+        context.push(("messages", JValue::from(messages.to_vec())));
+        context.push(("add_generation_prompt", JValue::from(add_generation_prompt)));
         if let Some(tools) = tools {
-            context.insert("tools".into(), tools.clone());
+            context.push(("tools", tools.clone()));
         }
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| Problem::new("template_error", "", e.to_string()))?;
-        template.render(JValue::from_serialize(&context)).map_err(|e| {
+        template.render(JValue::from_iter(context)).map_err(|e| {
             let message = match e.kind() {
                 ErrorKind::InvalidOperation => e.detail().unwrap_or("raise_exception").to_string(),
                 _ => format!("{e:#}"),
