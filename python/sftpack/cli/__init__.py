@@ -23,13 +23,14 @@ from . import (
     pack,
     preprocess,
     quickstart,
+    studio,
     template,
     templates,
     train,
 )
 
 COMMANDS = [check, inspect, preprocess, pack, train, quickstart, configs, convert, merge, chat, template, templates,
-            convert_tokenizer, demo]
+            convert_tokenizer, demo, studio]
 
 
 def build_parser() -> argparse.ArgumentParser:

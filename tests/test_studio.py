@@ -1,0 +1,269 @@
+"""sftpack studio: the safety rules over the HTTP API (paths stay inside the folder, only sftpack
+commands run, never a shell string; tokens beyond loopback), then the views in a real headless
+Chromium from Debian's packages: highlighted trained tokens in a pack, a run's chart growing as
+metrics.jsonl grows, a launched preprocess finishing, and a chat with what `sftpack quickstart`
+trained answering as `sftpack chat` does. Screenshots go to $SFTPACK_STUDIO_SCREENSHOTS when set
+(docs/ holds the ones the README shows)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sftpack.preprocess import preprocess
+
+from .conftest import DEMO
+
+flask = pytest.importorskip("flask")
+
+from sftpack.studio import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder as a user has one: a dataset, a tokenizer, a pack of it, a run."""
+    root = tmp_path_factory.mktemp("studio")
+    (root / "data").mkdir()
+    shutil.copy(DEMO / "chat.jsonl", root / "data" / "chat.jsonl")
+    shutil.copytree(DEMO, root / "tok", ignore=shutil.ignore_patterns("*.jsonl"))
+    preprocess([root / "data" / "chat.jsonl"], root / "tok", root / "packs" / "chat", max_length=256, val_size=10)
+    run = root / "runs" / "first"
+    run.mkdir(parents=True)
+    write_metrics(run, range(1, 4))
+    return root
+
+
+def write_metrics(run: Path, steps: Any) -> None:
+    with open(run / "metrics.jsonl", "a") as metrics:
+        for step in steps:
+            metrics.write(json.dumps({"step": step, "loss": 2.0 / step, "lr": 1e-3, "tokens_per_s": 1000.0 + step,
+                                      "trained_tokens": 50}) + "\n")
+
+
+@pytest.fixture
+def client(folder: Path) -> Any:
+    return create_app(folder).test_client()
+
+
+# ---- safety -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["../../etc", "/etc", "packs/../../..", "escape", "escape/passwd"])
+def test_paths_outside_the_folder_are_refused(folder: Path, client: Any, path: str) -> None:
+    outside = folder.parent / "outside-secret"
+    outside.mkdir(exist_ok=True)
+    (outside / "passwd").write_text("secret\n")
+    if not (folder / "escape").exists():
+        (folder / "escape").symlink_to(outside)  # a symlink pointing out of the folder
+    for url in (f"/api/pack?path={path}", f"/api/pack/rejects?path={path}", f"/api/run?path={path}",
+                f"/api/file/line?path={path}&line=1"):
+        response = client.get(url)
+        assert response.status_code == 400, (url, response.get_json())
+        assert "outside the studio's folder" in response.get_json()["error"]
+
+
+def test_only_sftpack_commands_run_and_values_never_reach_a_shell(folder: Path, client: Any) -> None:
+    assert client.post("/api/jobs", json={"command": "bash", "form": {}}).status_code == 400
+    assert client.post("/api/jobs", json={"command": "preprocess", "form": {
+        "data": "data/chat.jsonl; touch pwned", "tokenizer": "tok", "out": "x"}}).status_code == 400
+    assert client.post("/api/jobs/preview", json={"command": "train", "form": {
+        "recipe": "../../etc/passwd"}}).status_code == 400
+    assert client.post("/api/jobs/preview", json={"command": "train", "form": {
+        "recipe": "data/chat.jsonl", "overrides": ["--deepspeed=/etc/x"]}}).status_code == 400
+    preview = client.post("/api/jobs/preview", json={"command": "preprocess", "form": {
+        "data": "data/chat.jsonl", "tokenizer": "tok", "out": "packs/$(touch pwned)", "max_length": 128,
+        "template": "qwen_chat"}}).get_json()["command"]
+    assert preview.startswith("sftpack preprocess ") and "'" in preview, "shown quoted, as a shell would need it"
+    job = client.post("/api/jobs", json={"command": "preprocess", "form": {
+        "data": "data/chat.jsonl", "tokenizer": "tok", "out": "packs/$(touch pwned)", "max_length": 128}}).get_json()
+    for _ in range(600):
+        if client.get(f"/api/jobs/{job['id']}/log").get_json()["state"] != "running":
+            break
+        time.sleep(0.1)
+    assert client.get(f"/api/jobs/{job['id']}/log").get_json()["state"] == "done"
+    assert (folder / "packs" / "$(touch pwned)" / "manifest.json").is_file(), "the value was a folder name"
+    assert not (folder / "pwned").exists() and not Path("pwned").exists()
+    assert client.get("/api/jobs/..%2F..%2Fetc/log").status_code in (400, 404)
+    shutil.copy(folder / "data" / "chat.jsonl", folder / "data" / "--overwrite")  # a name that looks like a flag
+    flagged = client.post("/api/jobs/preview", json={"command": "preprocess", "form": {
+        "data": "data/--overwrite", "tokenizer": "tok", "out": "packs/x"}}).get_json()["command"]
+    assert "data/--overwrite" in flagged and " --overwrite" not in flagged.replace("data/--overwrite", "")
+
+
+def test_beyond_loopback_every_request_needs_the_token(folder: Path) -> None:
+    guarded = create_app(folder, token="s3cret").test_client()
+    assert guarded.get("/api/overview").status_code == 401
+    assert guarded.get("/api/overview", headers={"X-Studio-Token": "wrong"}).status_code == 401
+    assert guarded.get("/api/overview", headers={"X-Studio-Token": "s3cret"}).status_code == 200
+    first = guarded.get("/?token=s3cret")
+    assert first.status_code == 200 and "sftpack_studio_token=s3cret" in first.headers["Set-Cookie"]
+    assert guarded.get("/api/overview").status_code == 200, "the cookie set on the first visit is enough"
+
+
+def test_on_loopback_requests_for_other_host_names_are_refused(client: Any) -> None:
+    assert client.get("/api/overview").status_code == 200
+    assert client.get("/api/overview", headers={"Host": "attacker.example:7860"}).status_code == 403
+
+
+def test_the_studio_command_refuses_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sftpack.cli import main
+
+    assert main(["studio", str(tmp_path / "nope")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
+# ---- in a real browser ------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, create_app(root), threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def server(folder: Path) -> Iterator[Server]:
+    running = Server(folder)
+    yield running
+    running.server.shutdown()
+
+
+def wait_for(driver: Any, script: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def screenshot(driver: Any, name: str, tmp_path: Path) -> Path:
+    target = Path(os.environ.get("SFTPACK_STUDIO_SCREENSHOTS", tmp_path)) / f"studio-{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(target))
+    return target
+
+
+def open_view(driver: Any, server: Server, view: str) -> None:
+    driver.get(server.url + f"#{view}")
+    wait_for(driver, "return document.body.dataset.ready === '1'")
+
+
+def test_a_pack_shows_its_rows_with_trained_tokens_highlighted(browser: Any, server: Server, tmp_path: Path) -> None:
+    open_view(browser, server, "packs")
+    browser.execute_script("document.querySelector('#pack-path').value = 'packs/chat';"
+                           "document.querySelector('#pack-form').requestSubmit();")
+    trained = wait_for(browser, "return [...document.querySelectorAll('#pack-rows .trained')].map(e => e.textContent)")
+    assert any("<|im_end|>" in t for t in trained), "trained spans end with the end-of-turn token"
+    summary = browser.find_element("css selector", "#pack-summary").text
+    assert "192 read = 190 packed + 2 rejected + 0 dropped ✓" in summary
+    rejects = wait_for(browser, "return document.querySelector('#pack-rejects').textContent")
+    assert "invalid_json" in rejects and "data/chat.jsonl:51" in rejects
+    assert screenshot(browser, "pack", tmp_path).stat().st_size > 10_000
+
+
+def test_a_dataset_shows_its_check_report_and_records(browser: Any, server: Server, tmp_path: Path) -> None:
+    open_view(browser, server, "data")
+    browser.execute_script("document.querySelector('#data-form').requestSubmit();")
+    wait_for(browser, "return document.querySelectorAll('#data-records .trained').length > 0")
+    report = browser.find_element("css selector", "#data-check").text
+    assert "unknown_role: 1" in report and "data/chat.jsonl:121" in report
+    browser.find_element("link text", "data/chat.jsonl:121").click()
+    line = wait_for(browser, "return document.querySelector('#data-line').textContent")
+    assert '"bot"' in line, "the example links to the record as written"
+    assert wait_for(browser, "return studio.charts.histogram.data.datasets[0].data.length") > 0
+    screenshot(browser, "data", tmp_path)
+
+
+def test_a_runs_chart_grows_as_metrics_are_appended(browser: Any, server: Server, folder: Path,
+                                                     tmp_path: Path) -> None:
+    open_view(browser, server, "runs")
+    points = "return (studio.charts.loss.data.datasets[0] || {data: []}).data.length"
+    assert wait_for(browser, f"{points} === 3 && 3")
+    write_metrics(folder / "runs" / "first", range(4, 9))
+    assert wait_for(browser, f"{points} === 8 && 8", timeout=15)
+    screenshot(browser, "runs", tmp_path)
+
+
+def test_a_launched_preprocess_shows_its_command_and_finishes(browser: Any, server: Server, folder: Path,
+                                                               tmp_path: Path) -> None:
+    open_view(browser, server, "launch")
+    out = browser.find_element("css selector", "#launch-form input[name=out]")
+    out.clear()
+    out.send_keys("packs/launched")
+    preview = wait_for(browser, "const t = document.querySelector('#launch-preview').textContent;"
+                                "return t.includes('packs/launched') && t")
+    assert preview.startswith("sftpack preprocess ") and "--tokenizer" in preview
+    browser.find_element("css selector", "#launch-form button[type=submit]").click()
+    wait_for(browser, "return document.querySelector('#log-title').dataset.state === 'done'", timeout=120)
+    assert "done:" in browser.find_element("css selector", "#job-log").text
+    assert (folder / "packs" / "launched" / "manifest.json").is_file()
+    browser.refresh()
+    wait_for(browser, "return document.querySelectorAll('#job-list .job.done').length > 0"), "jobs survive a reload"
+    screenshot(browser, "launch", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def quickstart_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from sftpack.quickstart import quickstart
+
+    root = tmp_path_factory.mktemp("studio-quickstart")
+    quickstart(root / "quick", steps=40)
+    return root
+
+
+def test_chat_answers_as_sftpack_chat_does(browser: Any, quickstart_folder: Path, tmp_path: Path) -> None:
+    from sftpack.lifecycle import ChatSession
+
+    running = Server(quickstart_folder)
+    try:
+        open_view(browser, running, "chat")
+        models = browser.execute_script("return studio.overview.models")
+        assert "quick/run/model" in models
+        browser.execute_script("document.querySelector('#chat-model').value = 'quick/run/model';")
+        box = browser.find_element("css selector", "#chat-input")
+        box.send_keys("Name a red fox.")
+        browser.find_element("css selector", "#chat-form button").click()
+        reply = wait_for(browser, "const d = document.querySelector('#chat-log .assistant .content.done');"
+                                  "return d && d.textContent", timeout=120)
+        expected = ChatSession(quickstart_folder / "quick" / "run" / "model").reply("Name a red fox.", 64)
+        assert reply == expected and reply
+        screenshot(browser, "chat", tmp_path)
+        open_view(browser, running, "runs")  # a real run: loss and eval loss, lr schedule, samples, recipe
+        wait_for(browser, "return studio.charts.loss.data.datasets.length >= 2")
+        assert "sample_prompts" in wait_for(browser, "return document.querySelector('#run-recipe').textContent")
+        screenshot(browser, "runs", tmp_path)
+    finally:
+        running.server.shutdown()
