@@ -267,3 +267,27 @@ def test_chat_answers_as_sftpack_chat_does(browser: Any, quickstart_folder: Path
         screenshot(browser, "runs", tmp_path)
     finally:
         running.server.shutdown()
+
+
+def test_a_pack_of_the_shared_multi_turn_corpus_shows_its_trained_spans(tmp_path: Path) -> None:
+    import sys
+
+    from .conftest import shared_path
+
+    tokenizers = shared_path("tokenizers", "qwen3")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+    from bench_preprocess import tokenizer_dir
+    from corpus import write_corpus
+
+    root = tmp_path / "work"
+    root.mkdir()
+    tokenizer = tokenizer_dir(root, tokenizers.name)
+    write_corpus(tokenizers.parent.parent, root / "corpus.jsonl", 0.3)
+    preprocess([root / "corpus.jsonl"], tokenizer, root / "pack", max_length=4096)
+    client = create_app(root).test_client()
+    summary = client.get("/api/pack?path=pack").get_json()
+    assert summary["reconciles"] and summary["manifest"]["counts"]["packed"] > 100
+    rows = client.get("/api/pack/rows?path=pack&count=2").get_json()["rows"]
+    documents = [d for row in rows for d in row["documents"]]
+    assert documents and all(any(trained for _, trained in d["runs"]) for d in documents)
+    assert all(text.endswith("<|im_end|>") for d in documents for text, trained in d["runs"] if trained)

@@ -116,9 +116,14 @@ function drawHistogram(result) {
   const { counts, edges } = result.histogram;
   const labels = counts.map((_, i) => Math.round((edges[i] + edges[i + 1]) / 2));
   const max = result.max_length;
-  const data = { labels, datasets: [{ label: "records", data: counts, backgroundColor: "#4f7cff" }] };
+  // Bars of records longer than max_length are red: those records would be dropped or truncated.
+  const colors = counts.map((_, i) => (max && edges[i + 1] > max ? "#e5484d" : "#4f7cff"));
+  const over = max ? counts.filter((_, i) => edges[i + 1] > max).reduce((a, b) => a + b, 0) : 0;
+  const data = { labels, datasets: [{ label: "records", data: counts, backgroundColor: colors }] };
   replaceChart("histogram", "#data-histogram", { type: "bar", data, options: { animation: false,
-    plugins: { legend: { display: false }, title: { display: !!max, text: max ? `max_length ${max}${edges.length && edges[edges.length - 1] > max ? " (some records are longer)" : ""}` : "" } } } });
+    scales: { x: { title: { display: true, text: "tokens" } } },
+    plugins: { legend: { display: false }, title: { display: !!max,
+      text: max ? `max_length ${max}: ${over ? `${over} record(s) in red bins reach past it` : "every record fits"}` : "" } } } });
 }
 
 function replaceChart(name, canvas, config) {
