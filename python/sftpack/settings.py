@@ -79,7 +79,7 @@ class PreprocessSettings:
     out: str
     pack: bool = True
     seed: int = 0
-    window: int = 100_000
+    window: int = 25_000
     shard_size_mb: int = 512
     overwrite: bool = False
     val_size: float | int | None = None

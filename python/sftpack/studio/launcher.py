@@ -123,10 +123,14 @@ class Launcher:
         argv = [sys.executable, "-m", "sftpack", *args]
         record = {"id": job_id, "command": display(args), "args": args, "started": time.time()}
         (folder / "job.json").write_text(json.dumps(record))
+        # The job imports the same sftpack as this studio, wherever the job runs from.
+        package_parent = str(Path(__file__).resolve().parent.parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent,
+                                                                         os.environ.get("PYTHONPATH")]))}
         with open(folder / "log.txt", "wb") as log:
             process = subprocess.Popen([sys.executable, "-m", "sftpack.studio.runner", str(folder), *argv],
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=self.root, start_new_session=True)
+                                       cwd=self.root, start_new_session=True, env=env)
         record["pid"] = process.pid
         self.processes[job_id] = process
         (folder / "job.json").write_text(json.dumps(record))
