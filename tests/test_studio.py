@@ -97,6 +97,24 @@ def test_only_sftpack_commands_run_and_values_never_reach_a_shell(folder: Path, 
     assert "data/--overwrite" in flagged and " --overwrite" not in flagged.replace("data/--overwrite", "")
 
 
+def test_a_ready_recipe_is_copied_into_the_folder_to_train_from(folder: Path, client: Any) -> None:
+    recipes = client.get("/api/overview").get_json()["recipes"]
+    assert recipes
+    assert client.post("/api/jobs/preview", json={"command": "configs copy", "form": {
+        "name": "../../etc/passwd", "directory": "recipes"}}).status_code == 400
+    job = client.post("/api/jobs", json={"command": "configs copy", "form": {
+        "name": recipes[0], "directory": "recipes"}}).get_json()
+    assert job["command"] == f"sftpack configs copy {recipes[0]} recipes"
+    for _ in range(300):
+        if client.get(f"/api/jobs/{job['id']}/log").get_json()["state"] != "running":
+            break
+        time.sleep(0.1)
+    assert (folder / "recipes" / f"{recipes[0]}.yaml").is_file()
+    preview = client.post("/api/jobs/preview", json={"command": "train", "form": {
+        "recipe": f"recipes/{recipes[0]}.yaml", "overrides": ["optim.max_steps=5"]}}).get_json()["command"]
+    assert preview == f"sftpack train recipes/{recipes[0]}.yaml optim.max_steps=5"
+
+
 def test_beyond_loopback_every_request_needs_the_token(folder: Path) -> None:
     guarded = create_app(folder, token="s3cret").test_client()
     assert guarded.get("/api/overview").status_code == 401

@@ -82,7 +82,9 @@ def create_app(root: Path, token: str | None = None) -> Flask:
 
     @app.get("/api/overview")
     def overview() -> Any:
-        return jsonify({"root": str(root), "version": __version__, **data.discover()})
+        from ..cli.configs import names  # noqa: PLC0415
+
+        return jsonify({"root": str(root), "version": __version__, "recipes": names(), **data.discover()})
 
     @app.get("/api/file/line")
     def file_line() -> Any:

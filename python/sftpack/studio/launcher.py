@@ -1,4 +1,5 @@
-"""Jobs the studio launches: ``sftpack preprocess`` and ``sftpack train`` only, built from form
+"""Jobs the studio launches: ``sftpack preprocess``, ``sftpack train`` and ``sftpack configs copy``
+only, built from form
 fields into an argument list (never a shell string), with every path checked to lie inside the
 studio's folder. The exact command is shown before it runs, so the form teaches the CLI.
 
@@ -89,7 +90,17 @@ def train_args(root: Path, form: dict[str, Any]) -> list[str]:
     return args
 
 
-BUILDERS = {"preprocess": preprocess_args, "train": train_args}
+def copy_recipe_args(root: Path, form: dict[str, Any]) -> list[str]:
+    """``sftpack configs copy NAME DIR``: a ready recipe into the folder, to edit and train."""
+    from ..cli.configs import names  # noqa: PLC0415
+
+    name = form.get("name")
+    if name not in names():
+        raise BadRequest(f"name: {name!r} is not a ready recipe (`sftpack configs list` shows them)")
+    return ["configs", "copy", str(name), _path(root, form.get("directory") or ".", "directory", must_exist=False)]
+
+
+BUILDERS = {"preprocess": preprocess_args, "train": train_args, "configs copy": copy_recipe_args}
 
 
 def command_args(root: Path, request: dict[str, Any]) -> list[str]:

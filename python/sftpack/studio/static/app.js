@@ -61,6 +61,7 @@ async function loadOverview() {
   fillSelect($("#chat-model"), overview.models);
   fillSelect($("#launch-data"), overview.datasets);
   fillSelect($("#launch-tokenizer"), overview.tokenizers);
+  fillSelect($("#launch-recipe"), overview.recipes);
   renderRunList(overview.runs);
 }
 
@@ -303,6 +304,7 @@ async function sendChat(event) {
 function launchRequest() {
   const form = formData($("#launch-form"));
   const command = form.command;
+  if (command === "configs copy") return { command, form: { name: form.name, directory: form.directory } };
   if (command === "train") {
     return { command, form: { recipe: form.recipe, overrides: (form.overrides || "").split(/\s+/).filter(Boolean) } };
   }
