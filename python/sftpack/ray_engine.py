@@ -63,6 +63,14 @@ def _prepare_part(settings: PreprocessSettings) -> dict[str, Any]:
             "seconds": time.monotonic() - started, "node": os.uname().nodename}
 
 
+def _absolute_map_fn(spec: str | None) -> str | None:
+    """A ``file.py:function`` map function with the file made absolute: actors may run elsewhere."""
+    if spec is None or ".py:" not in spec:
+        return spec
+    file, function = spec.rsplit(":", 1)
+    return f"{os.path.abspath(file)}:{function}"
+
+
 def _cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -76,7 +84,8 @@ def preprocess_on_ray(settings: PreprocessSettings, progress: Callable[[Progress
         raise ConfigError("--engine ray splits the job into parts itself; leave --num-shards and --shard-index out")
     settings = replace(settings, out=os.path.abspath(settings.out),
                        job=replace(settings.job, inputs=tuple(os.path.abspath(p) for p in settings.job.inputs),
-                                   tokenizer=os.path.abspath(settings.job.tokenizer)))
+                                   tokenizer=os.path.abspath(settings.job.tokenizer),
+                                   map_fn=_absolute_map_fn(settings.job.map_fn)))
     started_here = not ray.is_initialized()
     if started_here:
         # Without an address: a local Ray instance on this machine, with the CPUs asked for.

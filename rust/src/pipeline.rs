@@ -192,10 +192,40 @@ fn fresh_records(
         .collect())
 }
 
+/// A batch encoded and not yet handed to `on_record`.
+struct Encoded {
+    format: Option<Format>,
+    records: Vec<Positioned>,
+    outcomes: Vec<Outcome>,
+}
+
+fn hand_over(
+    batch: Option<Encoded>,
+    on_record: &mut dyn FnMut(Option<Format>, Positioned, Outcome) -> Result<()>,
+) -> Result<()> {
+    let Some(Encoded {
+        format,
+        records,
+        outcomes,
+    }) = batch
+    else {
+        return Ok(());
+    };
+    profile::time(Stage::Write, || {
+        records
+            .into_iter()
+            .zip(outcomes)
+            .try_for_each(|(record, outcome)| on_record(format, record, outcome))
+    })
+}
+
 /// Streams every record of the source's files through its encoder, skipping the first `skip`
 /// records (done by an earlier run) without encoding them, and with a partition the records of
 /// other parts. `on_record` gets each result in input order; `on_batch` is called after every
 /// batch and stops the stream with `Error::Interrupted` when it returns false.
+///
+/// While the pool encodes a batch, this thread hands the previous batch's results to
+/// `on_record` (packing and writing), so the two overlap.
 pub fn stream(
     source: &Source<'_>,
     skip: u64,
@@ -207,6 +237,7 @@ pub fn stream(
         .build()
         .map_err(|e| Error::config(format!("cannot start worker threads: {e}")))?;
     let mut progress = StreamProgress::default();
+    let mut pending: Option<Encoded> = None;
     for (file_index, path) in source.files.iter().enumerate() {
         let mut format = source.forced;
         let mut records = read::records(file_index as u32, path)?;
@@ -224,22 +255,29 @@ pub fn stream(
             let already = skip.saturating_sub(first).min(batch.len() as u64) as usize;
             progress.records += batch.len() as u64;
             let fresh = fresh_records(source, batch, first, already, &mut format)?;
-            let outcomes: Vec<Outcome> = pool.install(|| {
-                fresh
-                    .par_iter()
-                    .map(|r| process(&r.raw, format, source.encoder))
-                    .collect()
+            let (outcomes, handed) = std::thread::scope(|scope| {
+                let encoding = scope.spawn(|| {
+                    pool.install(|| {
+                        fresh
+                            .par_iter()
+                            .map(|r| process(&r.raw, format, source.encoder))
+                            .collect::<Vec<Outcome>>()
+                    })
+                });
+                let handed = hand_over(pending.take(), on_record);
+                (encoding.join(), handed)
             });
-            profile::time(Stage::Write, || {
-                fresh
-                    .into_iter()
-                    .zip(outcomes)
-                    .try_for_each(|(record, outcome)| on_record(format, record, outcome))
-            })?;
+            handed?;
+            let outcomes = outcomes.map_err(|_| Error::output("a worker thread panicked while encoding"))?;
+            pending = Some(Encoded {
+                format,
+                records: fresh,
+                outcomes,
+            });
             if !on_batch(&progress) {
                 return Err(Error::Interrupted);
             }
         }
     }
-    Ok(())
+    hand_over(pending, on_record)
 }
