@@ -163,8 +163,10 @@ impl Pipeline {
                 Some(("agrees", _)) => Ok(fast),
                 Some(("differs", why)) => Err(why.to_string()),
                 _ => {
-                    let old = pipeline.old()?;
-                    let verdict = fast.agrees_with(&old.normal, &old.text_only);
+                    // A 0.23 load just for the check, dropped after it: most jobs never need
+                    // 0.23 again, and it need not sit in memory beside the 1.0 engine.
+                    let mut reference = Tokenizer::from_str(&pipeline.source).map_err(|e| e.to_string())?;
+                    let verdict = fast.agrees_with(&mut reference);
                     cache.write(
                         VERDICT,
                         &match &verdict {
@@ -394,14 +396,18 @@ impl TokenizerBundle {
         } else {
             serde_json::Map::new()
         };
-        let as_written = engine::Fast::with_spellings(tokenizer, &json);
-        let as_written = Pipeline::new(text, as_written, &cache).map_err(|e| unloadable(&e))?;
-        let (current, as_file) = match transformers_llama_rebuild(&json, &config) {
-            Some(rebuilt) => {
-                let rebuilt_text = rebuilt.to_string();
-                let cache = cache::Entry::for_tokenizer(&hex_sha256(rebuilt_text.as_bytes()));
-                let fast = engine::Fast::load(&rebuilt_text, &rebuilt, &cache);
-                let current = Pipeline::new(rebuilt_text, fast, &cache).map_err(|e| unloadable(&e))?;
+        let as_written_fast = engine::Fast::with_spellings(tokenizer, &json);
+        let rebuilt = transformers_llama_rebuild(&json, &config).map(|rebuilt| {
+            let text = rebuilt.to_string();
+            let cache = cache::Entry::for_tokenizer(&hex_sha256(text.as_bytes()));
+            let fast = engine::Fast::load(&text, &rebuilt, &cache);
+            (text, fast, cache)
+        });
+        drop(json); // the parsed JSON is large: gone before a probe check loads 0.23
+        let as_written = Pipeline::new(text, as_written_fast, &cache).map_err(|e| unloadable(&e))?;
+        let (current, as_file) = match rebuilt {
+            Some((text, fast, cache)) => {
+                let current = Pipeline::new(text, fast, &cache).map_err(|e| unloadable(&e))?;
                 (current, Some(as_written))
             }
             None => (as_written, None),
