@@ -90,6 +90,16 @@ def test_merge_refuses_missing_repeated_unfinished_or_foreign_parts(tmp_path: Pa
         merge_packs([whole], tmp_path / "out")
 
 
+def test_merge_never_deletes_a_folder_of_other_files(tmp_path: Path) -> None:
+    parts = prepare_parts(dataset(tmp_path, n=60), tmp_path, 2)
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(ConfigError, match="not a pack's"):
+        merge_packs(parts, precious, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+
+
 def test_shard_index_outside_the_number_of_shards_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="shard_index"):
         preprocess([dataset(tmp_path, n=30)], DEMO, tmp_path / "out", max_length=256, num_shards=2, shard_index=2)

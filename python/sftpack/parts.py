@@ -144,6 +144,25 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
+def _clear_pack_dir(target: Path) -> None:
+    """Removes an earlier pack's files from ``target``; refuses a folder holding anything else
+    (a mistyped --out must not cost a user their files)."""
+    if not target.exists():
+        return
+    pack_files = {"manifest.json", REJECTS, VALIDATION, "progress.json"}
+    others = [p.name for p in target.iterdir()
+              if p.name not in pack_files and not (p.name.startswith("shard-") and p.name.endswith(".arrow"))
+              and not p.name.endswith(".tmp")]
+    if others:
+        raise ConfigError(f"{target} holds files that are not a pack's ({', '.join(sorted(others)[:5])})\n"
+                          "hint: choose an empty or new --out folder")
+    for path in target.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def merge_packs(parts: Sequence[PathLike], out: PathLike, *, overwrite: bool = False) -> dict[str, Any]:
     """Joins the packs of a partitioned run (every part, each once) into one pack at ``out``.
 
@@ -169,8 +188,7 @@ def merge_packs(parts: Sequence[PathLike], out: PathLike, *, overwrite: bool = F
             return {"status": "up to date", "out": str(target), "manifest": json.loads(existing.read_text())}
         if not overwrite:
             raise ConfigError(f"{target} holds another pack\nhint: choose another --out, or pass --overwrite")
-    if target.exists():
-        shutil.rmtree(target)
+    _clear_pack_dir(target)
     merged_from = [{"path": str(d), "key": m["key"], "partition": m["config"]["partition"]}
                    for d, m in zip(dirs, manifests, strict=True)]
     manifest = _merge_split(dirs, manifests, target, key, merged_from)
