@@ -225,7 +225,8 @@ fn hand_over(
 /// batch and stops the stream with `Error::Interrupted` when it returns false.
 ///
 /// While the pool encodes a batch, this thread hands the previous batch's results to
-/// `on_record` (packing and writing), so the two overlap.
+/// `on_record` (packing and writing), so the two overlap. A stop hands over what is encoded
+/// first, so a resumed run redoes no more than before.
 pub fn stream(
     source: &Source<'_>,
     skip: u64,
@@ -254,7 +255,14 @@ pub fn stream(
             let first = progress.records;
             let already = skip.saturating_sub(first).min(batch.len() as u64) as usize;
             progress.records += batch.len() as u64;
-            let fresh = fresh_records(source, batch, first, already, &mut format)?;
+            let fresh = match fresh_records(source, batch, first, already, &mut format) {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    // Stopped while mapping (Ctrl-C in a map function): keep what is encoded.
+                    hand_over(pending.take(), on_record)?;
+                    return Err(error);
+                }
+            };
             let (outcomes, handed) = std::thread::scope(|scope| {
                 let encoding = scope.spawn(|| {
                     pool.install(|| {
@@ -275,6 +283,7 @@ pub fn stream(
                 outcomes,
             });
             if !on_batch(&progress) {
+                hand_over(pending.take(), on_record)?;
                 return Err(Error::Interrupted);
             }
         }
