@@ -44,11 +44,14 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def part_dir(out: Path, index: int) -> Path:
+    return parts_dir(out) / f"part-{index:05d}"
+
+
 def _part_settings(settings: PreprocessSettings, parts: int, index: int, threads: int) -> PreprocessSettings:
-    out = parts_dir(Path(settings.out)) / f"part-{index:05d}"
     job = replace(settings.job, threads=threads)
-    return replace(settings, job=job, out=str(out), num_shards=parts, shard_index=index, engine="local",
-                   progress_interval_ms=60_000)
+    return replace(settings, job=job, out=str(part_dir(Path(settings.out), index)), num_shards=parts,
+                   shard_index=index, engine="local", progress_interval_ms=60_000)
 
 
 def _prepare_part(settings: PreprocessSettings) -> dict[str, Any]:
@@ -109,7 +112,7 @@ def preprocess_on_ray(settings: PreprocessSettings, progress: Callable[[Progress
             ray.shutdown()
     from .parts import merge_packs  # noqa: PLC0415
 
-    part_dirs = [Path(_part_settings(settings, parts, i, cpus).out) for i in range(parts)]
+    part_dirs = [part_dir(Path(settings.out), i) for i in range(parts)]
     merged = merge_packs(part_dirs, settings.out, overwrite=settings.overwrite)
     merged["ray"] = {"actors": min(actors, parts), "cpus_per_actor": cpus,
                      "parts": sorted(done, key=lambda d: d["index"])}

@@ -12,6 +12,10 @@
 //! ([`pack`]) and writes ([`shard`]) the result. [`prompt`] renders generation prompts and stop
 //! tokens with a pack's template, for chat and samples. The pyo3 layer lives in `python` alone.
 
+/// A hash of the engine's sources, built-in templates and locked dependencies (build.rs): pack
+/// keys and the tokenizer cache both depend on it.
+pub(crate) const ENGINE_BUILD: &str = env!("SFTPACK_ENGINE_BUILD");
+
 pub mod check;
 pub mod encode;
 pub mod error;

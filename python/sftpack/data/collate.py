@@ -62,7 +62,7 @@ def collate_padding_free(rows: Sequence[Row], return_tensors: str | None = None)
         # SDPA/FlexAttention would then let documents see each other.
         "use_cache": False,
     }
-    if rows and "pack" in rows[0]:
+    if "pack" in rows[0]:
         batch["pack_ids"] = np.concatenate([np.full(len(r["input_ids"]), r["pack"], dtype=np.int64)
                                             for r in rows])[None, :]
     return _tensors(batch, return_tensors)
@@ -95,17 +95,15 @@ def collate_padded(
     labels = np.full(size, IGNORE_INDEX, dtype=np.int64)
     position_ids = np.zeros(size, dtype=np.int64)
     attention = np.zeros(size, dtype=np.int64)
-    pack_ids = np.full(size, -1, dtype=np.int64)
     for b, row in enumerate(rows):
         n = len(row["input_ids"])
         input_ids[b, :n] = row["input_ids"]
         labels[b, :n] = row["labels"]
         position_ids[b, :n] = row["position_ids"]
         attention[b, :n] = 1
-        pack_ids[b, :n] = row.get("pack", -1)
     batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
-    if rows and "pack" in rows[0]:
-        batch["pack_ids"] = pack_ids
+    if "pack" in rows[0]:
+        batch["pack_ids"] = np.where(attention == 1, np.array([[r["pack"]] for r in rows], dtype=np.int64), -1)
     if document_mask:
         batch["attention_mask"] = block_diagonal_causal_mask([r["cu_seqlens"] for r in rows], length)
     else:

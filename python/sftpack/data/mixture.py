@@ -93,7 +93,7 @@ class PackMixture:
         self.epoch = 0
         self._starts = np.cumsum([0] + [m.rows_per_epoch for m in mixed])
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
-        self._lengths: tuple[int, np.ndarray] | None = None
+        self._lengths: np.ndarray | None = None  # of the current epoch
 
     @staticmethod
     def _check_compatible(datasets: Sequence[PackDataset]) -> None:
@@ -150,20 +150,15 @@ class PackMixture:
 
     def lengths(self) -> np.ndarray:
         """Tokens per row of the current epoch (for token-budget batching)."""
-        if self._lengths is None or self._lengths[0] != self.epoch:
+        if self._lengths is None:
             parts = []
             for p, mixed in enumerate(self.packs):
                 rows = len(mixed.dataset)
                 draws = np.arange(mixed.rows_per_epoch)
                 order = np.concatenate([self._pass_order(p, r) for r in range(-(-mixed.rows_per_epoch // rows))])
                 parts.append(mixed.dataset.lengths()[order[draws]])
-            self._lengths = (self.epoch, np.concatenate(parts))
-        return self._lengths[1]
+            self._lengths = np.concatenate(parts)
+        return self._lengths
 
     def pack_of(self, index: int) -> str:
         return self.packs[self.locate(index)[0]].name
-
-    def describe(self) -> list[dict[str, Any]]:
-        """Per pack: name, path, share of tokens, rows per epoch and how that compares to its size."""
-        return [{"name": m.name, "path": str(m.dataset.path), "weight": m.weight, "rows_per_epoch": m.rows_per_epoch,
-                 "rows": len(m.dataset), "passes_per_epoch": m.rows_per_epoch / len(m.dataset)} for m in self.packs]

@@ -40,6 +40,7 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str]]]:
 class DataViews:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._last_sampled: tuple[str, dict[str, Any]] | None = None
 
     def discover(self) -> dict[str, list[str]]:
         """Datasets, tokenizers, packs, runs and chat-ready models under the root."""
@@ -101,10 +102,20 @@ class DataViews:
     def records(self, form: dict[str, Any]) -> dict[str, Any]:
         """Records with their rendered text in runs of trained / not trained, the tokens per role,
         and a length histogram (of the first RECORD_LIMIT records)."""
+        offset, count = int(form.get("offset", 0)), min(int(form.get("count", 10)), 100)
+        sampled = self._sampled(form)
+        return {**sampled, "records": sampled["records"][offset:offset + count], "offset": offset}
+
+    def _sampled(self, form: dict[str, Any]) -> dict[str, Any]:
+        """The first RECORD_LIMIT records encoded, with their histogram and per-role counts; kept
+        while the dataset files and settings stay the same, so paging encodes nothing again."""
         from ..jobs import samples  # noqa: PLC0415
 
         inputs, tokenizer, options = self._job(form)
-        offset, count = int(form.get("offset", 0)), min(int(form.get("count", 10)), 100)
+        key = json.dumps([[str(p), p.stat().st_mtime_ns, p.stat().st_size] for p in inputs]
+                         + [str(tokenizer), options], sort_keys=True)
+        if self._last_sampled is not None and self._last_sampled[0] == key:
+            return self._last_sampled[1]
         encoded = samples(inputs, tokenizer, RECORD_LIMIT, **options)
         lengths = [r["tokens"] for r in encoded]
         counts, edges = (np.histogram(lengths, bins=min(30, max(1, len(set(lengths))))) if lengths
@@ -117,9 +128,11 @@ class DataViews:
                 total[1] += trained
         for record in encoded:
             record["file"] = relative(self.root, Path(record["file"]))
-        return {"records": encoded[offset:offset + count], "total": len(encoded), "offset": offset,
-                "histogram": {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges]},
-                "max_length": options.get("max_length"), "roles": roles}
+        sampled = {"records": encoded, "total": len(encoded),
+                   "histogram": {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges]},
+                   "max_length": options.get("max_length"), "roles": roles}
+        self._last_sampled = (key, sampled)
+        return sampled
 
 
 class PackViews:
@@ -193,13 +206,10 @@ class PackViews:
 
 
 def _runs(encoder: Any, ids: np.ndarray, mask: np.ndarray) -> list[tuple[str, bool]]:
-    runs: list[tuple[str, bool]] = []
-    start = 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or mask[i] != mask[start]:
-            runs.append((encoder.decode([int(t) for t in ids[start:i]]), bool(mask[start])))
-            start = i
-    return runs
+    """A document decoded in runs of equal mask: (text, trained)."""
+    cuts = [0, *(np.flatnonzero(np.diff(mask)) + 1).tolist(), len(ids)]
+    return [(encoder.decode(ids[a:b].tolist()), bool(mask[a]))
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
 class ChatModel:

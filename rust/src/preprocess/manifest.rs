@@ -18,12 +18,11 @@ use crate::map::MapFnIdentity;
 use crate::pipeline::Partition;
 use crate::shard::ShardInfo;
 use crate::tokenize::{hex_sha256, EngineReport, SpecialTokens};
+use crate::ENGINE_BUILD;
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
 pub const FORMAT_VERSION: u32 = 1;
 pub(super) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// A hash of the engine's sources, built-in templates and locked dependencies (build.rs).
-pub(super) const ENGINE_BUILD: &str = env!("SFTPACK_ENGINE_BUILD");
 /// The validation split's folder inside a pack.
 pub const VALIDATION_DIR: &str = "validation";
 

@@ -13,8 +13,7 @@
 use std::path::PathBuf;
 
 use super::hex_sha256;
-
-const ENGINE_BUILD: &str = env!("SFTPACK_ENGINE_BUILD");
+use crate::ENGINE_BUILD;
 
 /// One tokenizer.json's entry (a directory named by its key).
 pub(crate) struct Entry {
