@@ -278,6 +278,9 @@ def report(f: dict[str, Any]) -> None:
         stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in timing["stages"].items())
         print(f"              stages (CPU s over all threads): {stages}; start-up {timing['setup_s']:.2f}s, "
               f"wall {timing['wall_s']:.2f}s")
+        print(f"              the 1.0 engine built in {timing.get('engine_build_s', 0):.2f}s on its own thread, "
+              "beside the start-up and the first batches' rendering; tokenizing waited "
+              f"{timing['stages'].get('engine_wait', 0):.2f}s for it")
     engine = s.get("engine") or {}
     if engine:
         note = f" ({engine['note']})" if engine.get("note") else ""

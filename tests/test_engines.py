@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from sftpack import Encoder
+from sftpack.data import PackDataset
+from sftpack.errors import TokenizerError
 from sftpack.preprocess import preprocess
 
 from .conftest import JINJA_TOKENIZERS, write_lines
@@ -182,3 +184,40 @@ def test_converted_sentencepiece_vocabularies_equal_the_tokenizers_library(
         mistral_tokenizers: dict[str, Path]) -> None:
     for tokenizer in mistral_tokenizers.values():
         assert_lookups_equal_the_tokenizers_library(tokenizer, str(next(tokenizer.glob("chat_template_*.jinja"))))
+
+
+def test_a_job_renders_while_the_engine_builds_and_packs_what_a_loaded_encoder_encodes(
+        tokenizer_dir: Callable[[str], Path], tmp_path: Path) -> None:
+    # preprocess opens the tokenizer and renders the first batches while the 1.0 engine still
+    # builds on its own thread; the documents are what an Encoder (which waits for it) encodes.
+    data = write_lines(tmp_path / "data.jsonl", [json.dumps(RECORD, ensure_ascii=False)] * 3)
+    result = preprocess([data], tokenizer_dir("qwen3"), tmp_path / "pack", max_length=4096, threads=2)
+    timing = result["timing"]
+    assert timing["engine_build_s"] > 0
+    assert 0 <= timing["stages"]["engine_wait"] <= timing["wall_s"]
+    expected = Encoder(tokenizer_dir("qwen3")).encode(RECORD).input_ids
+    pack = PackDataset(tmp_path / "pack")
+    documents = []
+    for index in range(len(pack)):
+        row = pack[index]
+        bounds = row["cu_seqlens"]
+        documents += [row["input_ids"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert documents == [list(expected)] * 3
+
+
+def test_a_tokenizer_neither_engine_loads_stops_the_job_and_leaves_no_pack(tmp_path: Path) -> None:
+    tokenizer = tmp_path / "broken"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": [],
+                                                          "model": {"type": "NoSuchModel"}}))
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}))
+    data = write_lines(tmp_path / "data.jsonl", [json.dumps(RECORD)] * 3)
+    expected = f"{tokenizer / 'tokenizer.json'} is not a tokenizer.json that the tokenizers library can load"
+    with pytest.raises(TokenizerError, match="is not a tokenizer.json") as stopped:
+        preprocess([data], tokenizer, tmp_path / "pack", max_length=4096)
+    assert stopped.value.message.startswith(expected)
+    assert not (tmp_path / "pack" / "progress.json").exists()
+    assert not (tmp_path / "pack" / "manifest.json").exists()
+    with pytest.raises(TokenizerError, match="is not a tokenizer.json"):
+        Encoder(tokenizer)

@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::encode::{Encoded, Encoder, Outcome};
 use crate::error::{Problem, Result};
 use crate::map::{map_records, RecordMapper};
-use crate::pipeline::{build_encoder, detect_format, forced_format, process, stream, JobConfig, Positioned, Source};
+use crate::pipeline::{
+    build_encoder, detect_format, forced_format, open_encoder, process, stream, JobConfig, Positioned, Source,
+};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
 use crate::tally::Tally;
@@ -133,7 +135,7 @@ fn note(map: &mut BTreeMap<String, KindReport>, keep: usize, file: &str, raw: &R
 /// Checks every record of the job's inputs (through `mapper` first, when the job has one).
 pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<CheckReport> {
     let files = read::expand_inputs(&config.inputs)?;
-    let encoder = build_encoder(config)?;
+    let encoder = open_encoder(config)?;
     let forced = forced_format(config)?;
     let mut report = CheckReport {
         template: encoder.template.name().to_string(),

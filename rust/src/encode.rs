@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Problem, Result};
-use crate::mask::{render_jinja, token_mask, turn_spans, TemplateTraits};
+use crate::mask::{render_jinja, token_mask, turn_spans, Rendered, TemplateTraits};
 use crate::profile::{self, Stage};
 use crate::schema::{Conversation, Role};
 use crate::template::builtin::Segments;
@@ -72,6 +72,15 @@ pub fn overlong_stop<'a>(options: &EncodeOptions, outcome: &'a Outcome) -> Optio
     }
 }
 
+/// A record halfway through [`Encoder::encode`]: see [`Encoder::prepare`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// Rendered by a Jinja template, with its trained spans.
+    Rendered(Rendered),
+    /// For an XTuner template, which tokenizes segment by segment.
+    Conversation(Conversation),
+}
+
 #[derive(Debug)]
 pub enum Outcome {
     Encoded(Encoded),
@@ -111,30 +120,7 @@ impl Encoder {
     /// Renders and tokenizes without applying the length policy.
     pub fn encode_full(&self, conversation: &Conversation) -> std::result::Result<Encoded, Vec<Problem>> {
         match &self.template {
-            ChatTemplate::Jinja { template, .. } => {
-                let traits = self.traits.as_ref().ok_or_else(Vec::new)?;
-                let rendered = profile::time(Stage::Render, || {
-                    render_jinja(
-                        template,
-                        traits,
-                        &self.tokenizer,
-                        conversation,
-                        &self.options.template_kwargs,
-                    )
-                })
-                .map_err(|p| vec![p])?;
-                let tokens = profile::time(Stage::Tokenize, || {
-                    self.tokenizer
-                        .encode(Flavor::Transformers, &rendered.text, &rendered.content, true)
-                })
-                .map_err(|p| vec![p])?;
-                let mask = profile::time(Stage::Mask, || token_mask(&tokens.starts, &rendered.trained));
-                Ok(Encoded {
-                    ids: tokens.ids,
-                    mask,
-                    truncated: false,
-                })
-            }
+            ChatTemplate::Jinja { .. } => self.tokenize_rendered(&self.render(conversation)?),
             ChatTemplate::Builtin(t) => {
                 profile::time(Stage::Tokenize, || self.encode_xtuner(t, conversation)).map_err(|p| vec![p])
             }
@@ -143,7 +129,58 @@ impl Encoder {
 
     /// Encodes and applies the length policy and the zero-trained-tokens rule.
     pub fn encode(&self, conversation: &Conversation) -> Outcome {
-        let mut encoded = match self.encode_full(conversation) {
+        self.apply_policy(self.encode_full(conversation))
+    }
+
+    /// The half of [`Encoder::encode`] that needs no tokenizer engine: a Jinja conversation
+    /// rendered with its trained spans. A job prepares records while the engine still builds.
+    pub fn prepare(&self, conversation: Conversation) -> std::result::Result<Prepared, Vec<Problem>> {
+        match &self.template {
+            ChatTemplate::Jinja { .. } => Ok(Prepared::Rendered(self.render(&conversation)?)),
+            ChatTemplate::Builtin(_) => Ok(Prepared::Conversation(conversation)),
+        }
+    }
+
+    /// The other half: tokenizes a prepared record and applies the length policy.
+    pub fn finish(&self, prepared: Prepared) -> Outcome {
+        self.apply_policy(match prepared {
+            Prepared::Rendered(rendered) => self.tokenize_rendered(&rendered),
+            Prepared::Conversation(conversation) => self.encode_full(&conversation),
+        })
+    }
+
+    fn render(&self, conversation: &Conversation) -> std::result::Result<Rendered, Vec<Problem>> {
+        let (ChatTemplate::Jinja { template, .. }, Some(traits)) = (&self.template, &self.traits) else {
+            return Err(vec![Problem::new("template_error", "", "not a Jinja template")]);
+        };
+        profile::time(Stage::Render, || {
+            render_jinja(
+                template,
+                traits,
+                &self.tokenizer,
+                conversation,
+                &self.options.template_kwargs,
+            )
+        })
+        .map_err(|p| vec![p])
+    }
+
+    fn tokenize_rendered(&self, rendered: &Rendered) -> std::result::Result<Encoded, Vec<Problem>> {
+        let tokens = profile::time(Stage::Tokenize, || {
+            self.tokenizer
+                .encode(Flavor::Transformers, &rendered.text, &rendered.content, true)
+        })
+        .map_err(|p| vec![p])?;
+        let mask = profile::time(Stage::Mask, || token_mask(&tokens.starts, &rendered.trained));
+        Ok(Encoded {
+            ids: tokens.ids,
+            mask,
+            truncated: false,
+        })
+    }
+
+    fn apply_policy(&self, encoded: std::result::Result<Encoded, Vec<Problem>>) -> Outcome {
+        let mut encoded = match encoded {
             Ok(e) => e,
             Err(problems) => return Outcome::Rejected(problems),
         };

@@ -111,6 +111,9 @@ struct Renderer<'a> {
     prepared_tools: Option<minijinja::Value>,
     tools: Option<&'a Value>,
     kwargs: &'a Map<String, Value>,
+    /// The whole conversation's rendering, once made: a conversation's last message (usually a
+    /// trained assistant reply) needs render(messages[:n]) again, which is this.
+    whole: std::cell::OnceCell<String>,
 }
 
 impl<'a> Renderer<'a> {
@@ -129,10 +132,27 @@ impl<'a> Renderer<'a> {
             messages,
             tools: conversation.tools.as_ref(),
             kwargs,
+            whole: std::cell::OnceCell::new(),
         }
     }
 
+    /// render(messages, add_generation_prompt = false), kept for later prefix renders.
+    fn render_whole(&self) -> Result<String, Problem> {
+        if let Some(text) = self.whole.get() {
+            return Ok(text.clone());
+        }
+        let text = self.render_uncached(self.prepared.len(), false)?;
+        Ok(self.whole.get_or_init(|| text).clone())
+    }
+
     fn render(&self, n: usize, generation_prompt: bool) -> Result<String, Problem> {
+        if n == self.prepared.len() && !generation_prompt {
+            return self.render_whole();
+        }
+        self.render_uncached(n, generation_prompt)
+    }
+
+    fn render_uncached(&self, n: usize, generation_prompt: bool) -> Result<String, Problem> {
         self.template.render_prepared(
             &self.prepared[..n],
             self.prepared_tools.as_ref(),
@@ -189,7 +209,7 @@ pub fn render_jinja(
     kwargs: &Map<String, Value>,
 ) -> Result<Rendered, Problem> {
     let renderer = Renderer::new(template, traits, conversation, kwargs);
-    let text = renderer.render(conversation.messages.len(), false)?;
+    let text = renderer.render_whole()?;
     let trained = match trained_spans(&renderer, &text, conversation, traits, tokenizer) {
         Ok(trained) => trained,
         Err(problem) => {
@@ -336,7 +356,7 @@ pub fn turn_spans(
     kwargs: &Map<String, Value>,
 ) -> Result<(String, Vec<TurnSpan>), Problem> {
     let renderer = Renderer::new(template, traits, conversation, kwargs);
-    let text = renderer.render(conversation.messages.len(), false)?;
+    let text = renderer.render_whole()?;
     let prefix_end = |n: usize| {
         let rendered = if n == 0 {
             Ok(String::new())

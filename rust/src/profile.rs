@@ -26,9 +26,11 @@ pub enum Stage {
     Mask,
     /// Packing, writing shards and rejects (the calling thread).
     Write,
+    /// Waiting for the tokenizer's 1.0 engine to finish building, after rendering ahead.
+    EngineWait,
 }
 
-const STAGES: usize = 7;
+const STAGES: usize = 8;
 static NANOS: [AtomicU64; STAGES] = [const { AtomicU64::new(0) }; STAGES];
 
 pub fn reset() {
@@ -55,6 +57,7 @@ pub struct Profile {
     pub tokenize: f64,
     pub mask: f64,
     pub write: f64,
+    pub engine_wait: f64,
 }
 
 pub fn snapshot() -> Profile {
@@ -67,5 +70,6 @@ pub fn snapshot() -> Profile {
         tokenize: seconds(Stage::Tokenize),
         mask: seconds(Stage::Mask),
         write: seconds(Stage::Write),
+        engine_wait: seconds(Stage::EngineWait),
     }
 }

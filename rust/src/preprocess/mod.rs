@@ -32,7 +32,7 @@ use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::map::RecordMapper;
 use crate::pipeline::StreamProgress;
-use crate::pipeline::{build_encoder, forced_format, stream, JobConfig, Partition, Positioned, Source};
+use crate::pipeline::{forced_format, open_encoder, stream, JobConfig, Partition, Positioned, Source};
 use crate::profile::{self, Profile, Stage};
 use crate::read::{self, RawRecord};
 use crate::schema::Format;
@@ -123,11 +123,13 @@ pub struct PreprocessReport {
 }
 
 /// Wall seconds of the start-up (tokenizer and template loading, input hashing, the key) and
-/// of the whole run, and CPU seconds per stage.
+/// of the whole run, CPU seconds per stage, and the seconds the tokenizer's 1.0 engine took to
+/// build on its own thread (beside the start-up and the first batches, not part of either).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timing {
     pub setup_s: f64,
     pub wall_s: f64,
+    pub engine_build_s: f64,
     pub stages: Profile,
 }
 
@@ -216,9 +218,10 @@ pub fn preprocess(
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let files = read::expand_inputs(&config.job.inputs)?;
-    // Hashing the inputs (for the pack key) overlaps loading the tokenizer.
+    // Hashing the inputs (for the pack key) overlaps opening the tokenizer; its 1.0 engine
+    // builds on while the stream renders the first batches.
     let (encoder, inputs) = rayon::join(
-        || build_encoder(&config.job),
+        || open_encoder(&config.job),
         || {
             files
                 .par_iter()
@@ -238,6 +241,7 @@ pub fn preprocess(
         timing: Timing {
             setup_s,
             wall_s: started.elapsed().as_secs_f64(),
+            engine_build_s: encoder.tokenizer.engine_build_seconds(),
             stages: profile::snapshot(),
         },
     };
@@ -254,8 +258,9 @@ pub fn preprocess(
         partition: config.partition.map(Partition::check).transpose()?,
     };
     let streamed = run.stream(&source, bytes_total, progress);
-    if let Err(error @ Error::Overlong { .. }) = streamed {
-        // These settings can never finish: leave no half-made pack behind to resume.
+    if let Err(error @ (Error::Overlong { .. } | Error::Tokenizer(_))) = streamed {
+        // These settings can never finish (a tokenizer that neither engine loads is found once
+        // its engine has built, after the first batches): leave no half-made pack to resume.
         clear_output(out, &out.join(VALIDATION_DIR))?;
         return Err(error);
     }

@@ -14,7 +14,8 @@ const TEMPLATE_NAME: &str = "chat";
 pub struct JinjaTemplate {
     env: Environment<'static>,
     pub source: String,
-    globals: serde_json::Map<String, Value>,
+    /// `bos_token` & co., as template values once (every render passes them).
+    globals: Vec<(&'static str, JValue)>,
 }
 
 /// `{% generation %}` blocks (TRL's training templates) only mark assistant text for
@@ -244,17 +245,15 @@ impl JinjaTemplate {
         env.add_filter("int", int_filter);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
             .map_err(|e| Error::template(format!("the chat template does not compile: {e:#}")))?;
-        let mut globals = serde_json::Map::new();
-        for (key, value) in [
+        let globals = [
             ("bos_token", &special.bos_token),
             ("eos_token", &special.eos_token),
             ("unk_token", &special.unk_token),
             ("pad_token", &special.pad_token),
-        ] {
-            if let Some(v) = value {
-                globals.insert(key.into(), Value::String(v.clone()));
-            }
-        }
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, JValue::from(value.as_deref()?))))
+        .collect();
         Ok(JinjaTemplate {
             env,
             source: source.to_string(),
@@ -288,8 +287,8 @@ impl JinjaTemplate {
         let mut context: Vec<(&str, JValue)> = self
             .globals
             .iter()
-            .filter(|(k, _)| !extra.contains_key(k.as_str()))
-            .map(|(k, v)| (k.as_str(), JValue::from_serialize(v)))
+            .filter(|(k, _)| !extra.contains_key(*k))
+            .map(|(k, v)| (*k, v.clone()))
             .collect();
         context.extend(extra.iter().map(|(k, v)| (k.as_str(), JValue::from_serialize(v))));
         context.push(("messages", JValue::from(messages.to_vec())));

@@ -16,6 +16,7 @@ use super::hex_sha256;
 use crate::ENGINE_BUILD;
 
 /// One tokenizer.json's entry (a directory named by its key).
+#[derive(Clone)]
 pub(crate) struct Entry {
     dir: Option<PathBuf>,
 }

@@ -66,14 +66,8 @@ fn load_engine(text: &str, cache: &Entry) -> Result<PipelineTokenizer, String> {
 }
 
 impl Fast {
-    /// The 1.0 engine for the tokenizer.json `text` (parsed: `json`), or why it is not used.
-    /// Check it with [`Fast::agrees_with`] before use.
-    pub(crate) fn load(text: &str, json: &Value, cache: &Entry) -> Result<Self, String> {
-        Self::with_spellings(Self::load_tokenizer(text, cache), json)
-    }
-
-    /// The first half of [`Fast::load`], which needs no parsed JSON (so it can run while the
-    /// caller parses it).
+    /// Builds the 1.0 engine for a tokenizer.json text, or says why it cannot. Check it with
+    /// [`Fast::agrees_with`] before use.
     pub(crate) fn load_tokenizer(text: &str, cache: &Entry) -> Result<PipelineTokenizer, String> {
         if std::env::var("SFTPACK_TOKENIZER_ENGINE").is_ok_and(|v| v.trim() == "0.23") {
             return Err("SFTPACK_TOKENIZER_ENGINE=0.23 is set".into());
@@ -81,12 +75,13 @@ impl Fast {
         load_engine(text, cache).map_err(|e| format!("{FAST_ENGINE} cannot load this tokenizer: {e}"))
     }
 
-    /// The second half of [`Fast::load`].
-    pub(crate) fn with_spellings(tokenizer: Result<PipelineTokenizer, String>, json: &Value) -> Result<Self, String> {
-        Ok(Fast {
-            tokenizer: tokenizer?,
-            spellings: Spellings::from_tokenizer_json(json),
-        })
+    /// How token starts are derived from ids for this tokenizer.json (parsed), or why they are not.
+    pub(crate) fn spellings_of(json: &Value) -> Result<Spellings, String> {
+        Spellings::from_tokenizer_json(json)
+    }
+
+    pub(crate) fn new(tokenizer: PipelineTokenizer, spellings: Result<Spellings, String>) -> Self {
+        Fast { tokenizer, spellings }
     }
 
     /// Whether both engines give the same ids on the probes, alone and around every special

@@ -7,7 +7,8 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aho_corasick::AhoCorasick;
 use serde_json::Value;
@@ -21,6 +22,7 @@ use crate::read::read_to_string;
 
 mod cache;
 mod engine;
+mod outline;
 mod spelling;
 
 pub use engine::EngineReport;
@@ -131,61 +133,99 @@ impl OldEngine {
 /// Where the probe check's verdict is cached: "agrees", or "differs" and the reason.
 const VERDICT: &str = "probe-verdict.txt";
 
+type FastResult = std::result::Result<engine::Fast, String>;
+
+/// The 1.0 engine of a pipeline. Its build (~0.4 s for a 150k vocabulary, in the engine's own
+/// reader) runs on a thread of its own from the moment the tokenizer is opened, so a job reads
+/// and renders records meanwhile; it is joined and checked the first time it is needed.
+struct FastSlot {
+    ready: OnceLock<FastResult>,
+    finish: Mutex<Option<Box<dyn FnOnce() -> FastResult + Send>>>,
+    built: Arc<Built>,
+}
+
+/// Whether the build thread is done, and how long it took.
+#[derive(Default)]
+struct Built {
+    done: AtomicBool,
+    nanos: AtomicU64,
+}
+
+impl FastSlot {
+    fn get(&self) -> &FastResult {
+        self.ready.get_or_init(|| {
+            let finish = self.finish.lock().ok().and_then(|mut f| f.take());
+            finish.map_or_else(|| Err(format!("{} did not load", engine::FAST_ENGINE)), |f| f())
+        })
+    }
+
+    /// Whether `get` would return without waiting for the build.
+    fn is_built(&self) -> bool {
+        self.ready.get().is_some() || self.built.done.load(Ordering::Acquire)
+    }
+}
+
 struct Pipeline {
     /// The tokenizer.json text both engines load.
-    source: String,
+    source: Arc<str>,
     /// Loaded on first need: with the 1.0 engine and a cached probe verdict, a job may never
     /// need 0.23 (its load is ~0.4 s of a 150k-vocabulary tokenizer's start-up).
     old: OnceLock<std::result::Result<OldEngine, String>>,
     /// The 1.0 engine for this pipeline, or why it is not used.
-    fast: std::result::Result<engine::Fast, String>,
+    fast: FastSlot,
+}
+
+/// Whether 1.0 may encode: the cached verdict of the probe check, else the check itself (which
+/// loads 0.23 once, checks both special-token modes and drops it).
+fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult {
+    match cache
+        .read(VERDICT)
+        .as_deref()
+        .map(|v| v.split_once('\n').unwrap_or((v, "")))
+    {
+        Some(("agrees", _)) => Ok(fast),
+        Some(("differs", why)) => Err(why.to_string()),
+        _ => {
+            let mut reference = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
+            let verdict = fast.agrees_with(&mut reference);
+            cache.write(
+                VERDICT,
+                &match &verdict {
+                    Ok(()) => "agrees".to_string(),
+                    Err(why) => format!("differs\n{why}"),
+                },
+            );
+            verdict.map(|()| fast)
+        }
+    }
 }
 
 impl Pipeline {
-    /// A pipeline for the tokenizer.json `source`. `fast` (the 1.0 engine loaded from it) is used
-    /// only if it encodes the probe texts as 0.23 does; that verdict is cached with `cache`.
-    fn new(
-        source: String,
-        fast: std::result::Result<engine::Fast, String>,
-        cache: &cache::Entry,
-    ) -> std::result::Result<Self, String> {
-        let mut pipeline = Pipeline {
+    /// Starts building the 1.0 engine for `source` on its own thread and returns at once;
+    /// `spellings` (from the parsed tokenizer.json) join it when it is first needed.
+    fn start(source: Arc<str>, cache: &cache::Entry) -> PipelineStart {
+        let built = Arc::new(Built::default());
+        let building = {
+            let (source, built, cache) = (Arc::clone(&source), Arc::clone(&built), cache.clone());
+            std::thread::Builder::new()
+                .name("sftpack-tokenizer".into())
+                .spawn(move || {
+                    let started = std::time::Instant::now();
+                    let tokenizer = engine::Fast::load_tokenizer(&source, &cache);
+                    built
+                        .nanos
+                        .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    built.done.store(true, Ordering::Release);
+                    tokenizer
+                })
+        };
+        PipelineStart {
             source,
-            old: OnceLock::new(),
-            fast: Err(String::new()),
-        };
-        pipeline.fast = match fast {
-            Ok(fast) => match cache
-                .read(VERDICT)
-                .as_deref()
-                .map(|v| v.split_once('\n').unwrap_or((v, "")))
-            {
-                Some(("agrees", _)) => Ok(fast),
-                Some(("differs", why)) => Err(why.to_string()),
-                _ => {
-                    // A 0.23 load just for the check, dropped after it: most jobs never need
-                    // 0.23 again, and it need not sit in memory beside the 1.0 engine.
-                    let mut reference = Tokenizer::from_str(&pipeline.source).map_err(|e| e.to_string())?;
-                    let verdict = fast.agrees_with(&mut reference);
-                    cache.write(
-                        VERDICT,
-                        &match &verdict {
-                            Ok(()) => "agrees".to_string(),
-                            Err(why) => format!("differs\n{why}"),
-                        },
-                    );
-                    verdict.map(|()| fast)
-                }
-            },
-            Err(why) => {
-                pipeline.old()?;
-                Err(why)
-            }
-        };
-        Ok(pipeline)
+            building,
+            built,
+        }
     }
 
-    /// The 0.23 engine, loaded on first use.
     fn old(&self) -> std::result::Result<&OldEngine, String> {
         self.old
             .get_or_init(|| OldEngine::load(&self.source))
@@ -193,10 +233,16 @@ impl Pipeline {
             .map_err(Clone::clone)
     }
 
-    /// Encodes one piece of text, with the 1.0 engine where it can; the flag says the record
-    /// needed 0.23 for its token starts.
+    /// The 1.0 engine, or why not; where it is not used, 0.23 must load (else an error).
+    fn ready(&self) -> std::result::Result<(), String> {
+        match self.fast.get() {
+            Ok(_) => Ok(()),
+            Err(_) => self.old().map(|_| ()),
+        }
+    }
+
     fn encode(&self, text: &str, text_only: bool, offsets: bool) -> std::result::Result<(Tokens, bool), Problem> {
-        if let Ok(fast) = &self.fast {
+        if let Ok(fast) = self.fast.get() {
             let ids = fast.ids(text, text_only)?;
             if !offsets {
                 return Ok((
@@ -219,8 +265,48 @@ impl Pipeline {
             )
         })?;
         let tokenizer = if text_only { &old.text_only } else { &old.normal };
-        let fell_back = self.fast.is_ok() && offsets;
+        let fell_back = self.fast.get().is_ok() && offsets;
         Ok((TokenizerBundle::encode_with(tokenizer, text, offsets)?, fell_back))
+    }
+}
+
+/// A pipeline whose 1.0 engine is being built; [`PipelineStart::finish`] adds what the parsed
+/// tokenizer.json gives.
+struct PipelineStart {
+    source: Arc<str>,
+    building: std::io::Result<std::thread::JoinHandle<std::result::Result<engine::PipelineTokenizer, String>>>,
+    built: Arc<Built>,
+}
+
+impl PipelineStart {
+    fn finish(self, json: &Value, cache: cache::Entry) -> Pipeline {
+        let spellings = engine::Fast::spellings_of(json);
+        let PipelineStart {
+            source,
+            building,
+            built,
+        } = self;
+        let checked_source = Arc::clone(&source);
+        let finish = move || {
+            let tokenizer = match building {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err(format!("{} panicked while loading", engine::FAST_ENGINE))),
+                // No thread to spare: build it here, when first needed.
+                Err(_) => engine::Fast::load_tokenizer(&checked_source, &cache),
+            };
+            let fast = engine::Fast::new(tokenizer?, spellings);
+            checked(fast, &checked_source, &cache)
+        };
+        Pipeline {
+            source,
+            old: OnceLock::new(),
+            fast: FastSlot {
+                ready: OnceLock::new(),
+                finish: Mutex::new(Some(Box::new(finish))),
+                built,
+            },
+        }
     }
 }
 
@@ -233,8 +319,9 @@ const LLAMA_CLASSES: [&str; 4] = [
 
 /// transformers 5 rebuilds SentencePiece-style Llama tokenizers from their vocabulary: no
 /// normalizer, and a Metaspace pre-tokenizer whose prepend scheme follows `legacy` and
-/// `add_prefix_space`. Returns the rewritten tokenizer.json, or None when nothing changes.
-fn transformers_llama_rebuild(json: &Value, config: &serde_json::Map<String, Value>) -> Option<Value> {
+/// `add_prefix_space`. Returns the rewritten tokenizer.json (`text`, whose outline is `json`), or
+/// None when nothing changes.
+fn transformers_llama_rebuild(text: &str, json: &Value, config: &serde_json::Map<String, Value>) -> Option<Value> {
     let class = config.get("tokenizer_class").and_then(Value::as_str)?;
     if !LLAMA_CLASSES.contains(&class) {
         return None;
@@ -253,7 +340,7 @@ fn transformers_llama_rebuild(json: &Value, config: &serde_json::Map<String, Val
         (true, true) => "always",
         (true, false) => "first",
     };
-    let mut rebuilt = json.clone();
+    let mut rebuilt: Value = serde_json::from_str(text).ok()?;
     let map = rebuilt.as_object_mut()?;
     map.insert("normalizer".into(), Value::Null);
     map.insert(
@@ -354,8 +441,18 @@ fn load_chat_template(dir: &Path, config: &serde_json::Map<String, Value>) -> Re
 }
 
 impl TokenizerBundle {
-    /// Loads a tokenizer directory, or a tokenizer.json file (its directory supplies the config).
+    /// Loads a tokenizer directory, or a tokenizer.json file (its directory supplies the config),
+    /// and waits until it can encode.
     pub fn load(path: &Path) -> Result<Self> {
+        let tokenizer = Self::open(path)?;
+        tokenizer.ready()?;
+        Ok(tokenizer)
+    }
+
+    /// [`TokenizerBundle::load`] without the wait: the template, special tokens and vocabulary
+    /// are usable at once, while the 1.0 engine goes on building (~0.4 s for a 150k vocabulary).
+    /// Encoding waits for it; call [`TokenizerBundle::ready`] first to get load errors as errors.
+    pub fn open(path: &Path) -> Result<Self> {
         let (dir, json_path) = if path.is_dir() {
             let json = locate_tokenizer_json(path).ok_or_else(|| missing_tokenizer_error(path))?;
             (path.to_path_buf(), json)
@@ -379,16 +476,11 @@ impl TokenizerBundle {
         };
         let sha256 = hex_sha256(text.as_bytes());
         let cache = cache::Entry::for_tokenizer(&sha256);
-        // The 1.0 engine loads (~0.5 s for 150k tokens) while serde parses the same text.
-        let (json, tokenizer) = std::thread::scope(|scope| {
-            let tokenizer = scope.spawn(|| engine::Fast::load_tokenizer(&text, &cache));
-            let json = serde_json::from_str::<Value>(&text);
-            let tokenizer = tokenizer
-                .join()
-                .unwrap_or_else(|_| Err(format!("{} panicked while loading", engine::FAST_ENGINE)));
-            (json, tokenizer)
-        });
-        let json = json.map_err(|e| unloadable(&e))?;
+        let text: Arc<str> = Arc::from(text);
+        // The 1.0 engine builds on its own thread while serde parses the same text, and goes on
+        // building while a job reads and renders records (see `ready`).
+        let as_written = Pipeline::start(Arc::clone(&text), &cache);
+        let json = outline::parse_without_merges(&text).map_err(|e| unloadable(&e))?;
         let vocabulary = Vocabulary::from_json(&json);
         let config_path = dir.join("tokenizer_config.json");
         let config = if config_path.is_file() {
@@ -396,20 +488,16 @@ impl TokenizerBundle {
         } else {
             serde_json::Map::new()
         };
-        let as_written_fast = engine::Fast::with_spellings(tokenizer, &json);
-        let rebuilt = transformers_llama_rebuild(&json, &config).map(|rebuilt| {
+        let as_written = as_written.finish(&json, cache);
+        let rebuilt = transformers_llama_rebuild(&text, &json, &config).map(|rebuilt| {
             let text = rebuilt.to_string();
             let cache = cache::Entry::for_tokenizer(&hex_sha256(text.as_bytes()));
-            let fast = engine::Fast::load(&text, &rebuilt, &cache);
-            (text, fast, cache)
+            Pipeline::start(Arc::from(text), &cache).finish(&rebuilt, cache)
         });
-        drop(json); // the parsed JSON is large: gone before a probe check loads 0.23
-        let as_written = Pipeline::new(text, as_written_fast, &cache).map_err(|e| unloadable(&e))?;
+        // The parsed JSON is large: gone before a probe check (if any) loads 0.23.
+        drop(json);
         let (current, as_file) = match rebuilt {
-            Some((text, fast, cache)) => {
-                let current = Pipeline::new(text, fast, &cache).map_err(|e| unloadable(&e))?;
-                (current, Some(as_written))
-            }
+            Some(current) => (current, Some(as_written)),
             None => (as_written, None),
         };
         let chat_template = load_chat_template(&dir, &config)?;
@@ -469,6 +557,35 @@ impl TokenizerBundle {
             files,
             path,
         }
+    }
+
+    /// Waits until the tokenizer can encode: the 1.0 engine built and checked, or 0.23 loaded
+    /// where 1.0 is not used. An error is a tokenizer.json neither engine can load.
+    pub fn ready(&self) -> Result<()> {
+        for pipeline in std::iter::once(&self.current).chain(&self.as_file) {
+            pipeline.ready().map_err(|e| {
+                Error::tokenizer(format!(
+                    "{} is not a tokenizer.json that the tokenizers library can load: {e}",
+                    self.path.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Seconds the 1.0 engine took to build on its own thread (0 until it is built).
+    pub fn engine_build_seconds(&self) -> f64 {
+        std::iter::once(&self.current)
+            .chain(&self.as_file)
+            .map(|pipeline| pipeline.fast.built.nanos.load(Ordering::Relaxed) as f64 / 1e9)
+            .sum()
+    }
+
+    /// Whether encoding would start without waiting for the 1.0 engine's build.
+    pub fn engine_built(&self) -> bool {
+        std::iter::once(&self.current)
+            .chain(&self.as_file)
+            .all(|pipeline| pipeline.fast.is_built())
     }
 
     /// The id of a token (added tokens first, as the tokenizers library looks them up).
@@ -571,7 +688,7 @@ impl TokenizerBundle {
     /// Which engine encodes, why not the fast one if not, and how many texts needed 0.23 for
     /// their token starts.
     pub fn engine_report(&self) -> EngineReport {
-        self.engine.report(&self.current.fast)
+        self.engine.report(self.current.fast.get())
     }
 }
 
