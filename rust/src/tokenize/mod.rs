@@ -186,6 +186,8 @@ fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult
         Some(("agrees", _)) => Ok(fast),
         Some(("differs", why)) => Err(why.to_string()),
         _ => {
+            // A 0.23 load just for the check, dropped after it: most jobs never need 0.23
+            // again, and it need not sit in memory beside the 1.0 engine.
             let mut reference = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
             let verdict = fast.agrees_with(&mut reference);
             cache.write(
@@ -202,7 +204,7 @@ fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult
 
 impl Pipeline {
     /// Starts building the 1.0 engine for `source` on its own thread and returns at once;
-    /// `spellings` (from the parsed tokenizer.json) join it when it is first needed.
+    /// [`PipelineStart::finish`] makes the pipeline.
     fn start(source: Arc<str>, cache: &cache::Entry) -> PipelineStart {
         let built = Arc::new(Built::default());
         let building = {
@@ -226,6 +228,7 @@ impl Pipeline {
         }
     }
 
+    /// The 0.23 engine, loaded on first use.
     fn old(&self) -> std::result::Result<&OldEngine, String> {
         self.old
             .get_or_init(|| OldEngine::load(&self.source))
@@ -241,6 +244,8 @@ impl Pipeline {
         }
     }
 
+    /// Encodes one piece of text, with the 1.0 engine where it can (waiting for its build);
+    /// the flag says the record needed 0.23 for its token starts.
     fn encode(&self, text: &str, text_only: bool, offsets: bool) -> std::result::Result<(Tokens, bool), Problem> {
         if let Ok(fast) = self.fast.get() {
             let ids = fast.ids(text, text_only)?;
@@ -279,6 +284,8 @@ struct PipelineStart {
 }
 
 impl PipelineStart {
+    /// The pipeline, given the parsed tokenizer.json (for token starts): its engine is joined,
+    /// and checked against 0.23 (see [`checked`]), when first needed.
     fn finish(self, json: &Value, cache: cache::Entry) -> Pipeline {
         let spellings = engine::Fast::spellings_of(json);
         let PipelineStart {
