@@ -241,6 +241,21 @@ struct Rendered {
 /// enough to bound memory (~8 × 4096 rendered records).
 const RENDERED_AHEAD: usize = 8;
 
+/// Parses and renders a batch on the pool. While the tokenizer's engine builds, one worker fewer
+/// takes part, so that the build (the job's longest serial step) keeps a core of its own.
+fn stage_batch(records: &[Positioned], format: Option<Format>, encoder: &Encoder) -> Vec<Staged> {
+    let stage_one = |r: &Positioned| stage(&r.raw, format, encoder);
+    if encoder.tokenizer.engine_built() {
+        return records.par_iter().map(stage_one).collect();
+    }
+    let workers = rayon::current_num_threads().saturating_sub(1).max(1);
+    let chunk = records.len().div_ceil(workers).max(1);
+    records
+        .par_chunks(chunk)
+        .flat_map_iter(|chunk| chunk.iter().map(stage_one))
+        .collect()
+}
+
 /// Tokenizes the batches rendered so far (waiting for the engine if it still builds).
 fn tokenize_rendered(ahead: &mut Vec<Rendered>, encoder: &Encoder) -> Result<Vec<Encoded>> {
     if ahead.is_empty() {
@@ -328,7 +343,7 @@ pub fn stream(
             let (encoded, handed) = std::thread::scope(|scope| {
                 let working = scope.spawn(|| {
                     pool.install(|| {
-                        let staged = fresh.par_iter().map(|r| stage(&r.raw, format, encoder)).collect();
+                        let staged = stage_batch(&fresh, format, encoder);
                         ahead.push(Rendered {
                             format,
                             records: fresh,
