@@ -20,7 +20,7 @@ from sftpack.preprocess import preprocess
 
 from .conftest import JINJA_TOKENIZERS, write_lines
 from .test_parity_transformers import openai_conversations
-from .test_preprocess import shard_bytes
+from .test_preprocess import interrupt_at_call, shard_bytes
 
 FAST = "tokenizers 1.0.0-rc.3"
 OLD = "tokenizers 0.23"
@@ -221,3 +221,24 @@ def test_a_tokenizer_neither_engine_loads_stops_the_job_and_leaves_no_pack(tmp_p
     assert not (tmp_path / "pack" / "manifest.json").exists()
     with pytest.raises(TokenizerError, match="is not a tokenizer.json"):
         Encoder(tokenizer)
+
+
+def test_batches_rendered_while_the_engine_builds_pack_and_resume_exactly(
+        corpus: Path, tokenizer_dir: Callable[[str], Path], tmp_path: Path) -> None:
+    # ~13k conversations: several 4096-record batches are rendered ahead of a real tokenizer's
+    # engine build. One or two threads, a whole run or one stopped at its first progress report
+    # (batches still waiting for the engine) and resumed: the same bytes.
+    lines = corpus.read_text().splitlines()
+    data = write_lines(tmp_path / "data.jsonl", (lines * (13_000 // len(lines) + 1))[:13_000])
+    settings: dict[str, Any] = {"max_length": 4096, "window": 2000, "progress_interval_ms": 0}
+    tokenizer = tokenizer_dir("qwen3")
+    whole = preprocess([data], tokenizer, tmp_path / "whole", threads=2, **settings)
+    assert whole["manifest"]["counts"]["records_read"] == 13_000
+    preprocess([data], tokenizer, tmp_path / "one", threads=1, **settings)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([data], tokenizer, out, threads=2, progress=interrupt_at_call(1), **settings)
+    assert preprocess([data], tokenizer, out, threads=2, **settings)["status"] == "resumed"
+    for run in ("one", "resumed"):
+        assert shard_bytes(tmp_path / run) == shard_bytes(tmp_path / "whole"), run
+        assert (tmp_path / run / "rejects.jsonl").read_bytes() == (tmp_path / "whole" / "rejects.jsonl").read_bytes()
