@@ -236,9 +236,9 @@ struct Rendered {
     staged: Vec<Staged>,
 }
 
-/// Batches rendered ahead while the tokenizer's 1.0 engine is still building: enough to keep
-/// the threads busy through a build (~0.4 s; ~25k records of a chat corpus on two threads), few
-/// enough to bound memory (~8 × 4096 rendered records).
+/// Batches rendered ahead while the tokenizer's 1.0 engine is still building: enough to keep a
+/// worker busy through a build (~0.5 s; 10-30k records of a chat corpus), few enough to bound
+/// memory (at most 8 × 4096 rendered records, ~20-40 MB of chat text).
 const RENDERED_AHEAD: usize = 8;
 
 /// Parses and renders a batch on the pool. While the tokenizer's engine builds, one worker fewer
