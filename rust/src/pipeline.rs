@@ -223,14 +223,14 @@ fn fresh_records(
 }
 
 /// A batch encoded and not yet handed to `on_record`.
-struct Encoded {
+struct EncodedBatch {
     format: Option<Format>,
     records: Vec<Positioned>,
     outcomes: Vec<Outcome>,
 }
 
 /// A batch parsed and rendered, not yet tokenized.
-struct Rendered {
+struct RenderedBatch {
     format: Option<Format>,
     records: Vec<Positioned>,
     staged: Vec<Staged>,
@@ -257,14 +257,14 @@ fn stage_batch(records: &[Positioned], format: Option<Format>, encoder: &Encoder
 }
 
 /// Tokenizes the batches rendered so far (waiting for the engine if it still builds).
-fn tokenize_rendered(ahead: &mut Vec<Rendered>, encoder: &Encoder) -> Result<Vec<Encoded>> {
+fn tokenize_rendered(ahead: &mut Vec<RenderedBatch>, encoder: &Encoder) -> Result<Vec<EncodedBatch>> {
     if ahead.is_empty() {
         return Ok(Vec::new());
     }
     profile::time(Stage::EngineWait, || encoder.tokenizer.ready())?;
     Ok(ahead
         .drain(..)
-        .map(|batch| Encoded {
+        .map(|batch| EncodedBatch {
             format: batch.format,
             records: batch.records,
             outcomes: batch.staged.into_par_iter().map(|s| finish(s, encoder)).collect(),
@@ -274,7 +274,7 @@ fn tokenize_rendered(ahead: &mut Vec<Rendered>, encoder: &Encoder) -> Result<Vec
 
 type OnRecord<'a> = dyn FnMut(Option<Format>, Positioned, Outcome) -> Result<()> + 'a;
 
-fn hand_over(batches: Vec<Encoded>, on_record: &mut OnRecord<'_>) -> Result<()> {
+fn hand_over(batches: Vec<EncodedBatch>, on_record: &mut OnRecord<'_>) -> Result<()> {
     profile::time(Stage::Write, || {
         batches.into_iter().try_for_each(|batch| {
             let format = batch.format;
@@ -308,10 +308,10 @@ pub fn stream(
         .map_err(|e| Error::config(format!("cannot start worker threads: {e}")))?;
     let encoder = source.encoder;
     let mut progress = StreamProgress::default();
-    let mut pending: Vec<Encoded> = Vec::new();
-    let mut ahead: Vec<Rendered> = Vec::new();
+    let mut pending: Vec<EncodedBatch> = Vec::new();
+    let mut ahead: Vec<RenderedBatch> = Vec::new();
     // Hands over everything read so far: at the end, and before a stop.
-    let hand_over_all = |pending: Vec<Encoded>, ahead: &mut Vec<Rendered>, on_record: &mut OnRecord<'_>| {
+    let hand_over_all = |pending: Vec<EncodedBatch>, ahead: &mut Vec<RenderedBatch>, on_record: &mut OnRecord<'_>| {
         hand_over(pending, on_record)?;
         let rest = pool.install(|| tokenize_rendered(ahead, encoder))?;
         hand_over(rest, on_record)
@@ -344,7 +344,7 @@ pub fn stream(
                 let working = scope.spawn(|| {
                     pool.install(|| {
                         let staged = stage_batch(&fresh, format, encoder);
-                        ahead.push(Rendered {
+                        ahead.push(RenderedBatch {
                             format,
                             records: fresh,
                             staged,

@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokenizers::Tokenizer;
 pub(crate) use tokv1::pipeline::PipelineTokenizer;
 use tokv1::pipeline::{EncodeOptions, PipelineToken};
@@ -73,11 +72,6 @@ impl Fast {
             return Err("SFTPACK_TOKENIZER_ENGINE=0.23 is set".into());
         }
         load_engine(text, cache).map_err(|e| format!("{FAST_ENGINE} cannot load this tokenizer: {e}"))
-    }
-
-    /// How token starts are derived from ids for this tokenizer.json (parsed), or why they are not.
-    pub(crate) fn spellings_of(json: &Value) -> Result<Spellings, String> {
-        Spellings::from_tokenizer_json(json)
     }
 
     pub(crate) fn new(tokenizer: PipelineTokenizer, spellings: Result<Spellings, String>) -> Self {

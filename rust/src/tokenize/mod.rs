@@ -287,7 +287,7 @@ impl PipelineStart {
     /// The pipeline, given the parsed tokenizer.json (for token starts): its engine is joined,
     /// and checked against 0.23 (see [`checked`]), when first needed.
     fn finish(self, json: &Value, cache: cache::Entry) -> Pipeline {
-        let spellings = engine::Fast::spellings_of(json);
+        let spellings = spelling::Spellings::from_tokenizer_json(json);
         let PipelineStart {
             source,
             building,
@@ -501,8 +501,6 @@ impl TokenizerBundle {
             let cache = cache::Entry::for_tokenizer(&hex_sha256(text.as_bytes()));
             Pipeline::start(Arc::from(text), &cache).finish(&rebuilt, cache)
         });
-        // The parsed JSON is large: gone before a probe check (if any) loads 0.23.
-        drop(json);
         let (current, as_file) = match rebuilt {
             Some(current) => (current, Some(as_written)),
             None => (as_written, None),
@@ -566,10 +564,15 @@ impl TokenizerBundle {
         }
     }
 
+    /// The pipeline that encodes, and the as-written one beside it if the file was rebuilt.
+    fn pipelines(&self) -> impl Iterator<Item = &Pipeline> {
+        std::iter::once(&self.current).chain(&self.as_file)
+    }
+
     /// Waits until the tokenizer can encode: the 1.0 engine built and checked, or 0.23 loaded
     /// where 1.0 is not used. An error is a tokenizer.json neither engine can load.
     pub fn ready(&self) -> Result<()> {
-        for pipeline in std::iter::once(&self.current).chain(&self.as_file) {
+        for pipeline in self.pipelines() {
             pipeline.ready().map_err(|e| {
                 Error::tokenizer(format!(
                     "{} is not a tokenizer.json that the tokenizers library can load: {e}",
@@ -582,17 +585,14 @@ impl TokenizerBundle {
 
     /// Seconds the 1.0 engine took to build on its own thread (0 until it is built).
     pub fn engine_build_seconds(&self) -> f64 {
-        std::iter::once(&self.current)
-            .chain(&self.as_file)
+        self.pipelines()
             .map(|pipeline| pipeline.fast.built.nanos.load(Ordering::Relaxed) as f64 / 1e9)
             .sum()
     }
 
     /// Whether encoding would start without waiting for the 1.0 engine's build.
     pub fn engine_built(&self) -> bool {
-        std::iter::once(&self.current)
-            .chain(&self.as_file)
-            .all(|pipeline| pipeline.fast.is_built())
+        self.pipelines().all(|pipeline| pipeline.fast.is_built())
     }
 
     /// The id of a token (added tokens first, as the tokenizers library looks them up).
