@@ -20,7 +20,6 @@ Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py)
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -31,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import write_corpus  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
+from corpus import tokenizer_dir, write_corpus  # noqa: E402
+from floors import check_floors  # noqa: E402
 
 # Times sftpack.preprocess in a fresh process (tokenizer load and input hashing included, Python
 # start-up not) and reports its peak RSS. VmHWM, not ru_maxrss: the latter survives exec and so
@@ -146,35 +143,22 @@ def child_json(code: str, *args: str, threads: int, cache: str = "") -> dict[str
     return out
 
 
-def tokenizer_dir(work: Path, name: str) -> Path:
-    source = SHARED / "tokenizers" / name
-    target = work / name
-    target.mkdir()
-    for file in source.iterdir():
-        if file.name.endswith(".gz"):
-            with gzip.open(file, "rb") as packed, open(target / file.name[:-3], "wb") as plain:
-                shutil.copyfileobj(packed, plain)
-        else:
-            shutil.copy(file, target / file.name)
-    return target
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--tokenizer", default="qwen3", help="a tokenizer name under shared/data/tokenizers")
+    parser.add_argument("--tokenizer", default="qwen3",
+                        help="a tokenizer under tests/data/tokenizers (or ../shared/data/tokenizers)")
     parser.add_argument("--skip-peer", action="store_true", help="skip the datasets.map pipeline")
     parser.add_argument("--skip-scaling", action="store_true", help="skip the 4x-size RSS run")
     parser.add_argument("--skip-map", action="store_true", help="skip the run with a trivial map function")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of sftpack and of the floor, alternated; the fastest of each counts")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--check-floors", action="store_true",
+                        help="exit 1 when a ratio falls below its floor in benches/floors.json (CI)")
     parser.add_argument("--save-rendered", type=Path, help="keep the rendered texts (for benches/engine_v1)")
     args = parser.parse_args()
-    if not SHARED.exists():
-        print(f"benchmark skipped: {SHARED} is not available")
-        return 0
     figures: dict[str, Any] = {"threads": args.threads, "size_mb": args.size_mb, "tokenizer": args.tokenizer}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -183,7 +167,7 @@ def main() -> int:
         os.environ["SFTPACK_CACHE_DIR"] = str(work / "engine-cache")
         tok = tokenizer_dir(work, args.tokenizer)
         data = work / "corpus.jsonl"
-        figures["conversations"] = write_corpus(SHARED, data, args.size_mb)
+        figures["conversations"] = write_corpus(data, args.size_mb)
         mb = data.stat().st_size / 1e6
 
         rendered_texts(tok, data, work / "rendered.json")
@@ -256,12 +240,12 @@ def main() -> int:
 
         if not args.skip_scaling:
             big = work / "corpus4x.jsonl"
-            write_corpus(SHARED, big, 4 * args.size_mb)
+            write_corpus(big, 4 * args.size_mb)
             figures["rss_mb_4x"] = run_sftpack(big, tok, work / "pack4x", args.threads, 4096)["rss_mb"]
     report(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
-    return 0
+    return check_floors("bench_preprocess", figures) if args.check_floors else 0
 
 
 def report(f: dict[str, Any]) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_preprocess import SHARED, tokenizer_dir  # noqa: E402
-from corpus import write_corpus  # noqa: E402
+from corpus import tokenizer_dir, write_corpus  # noqa: E402
+from floors import check_floors  # noqa: E402
 
 
 def timed(label: str, run: Any) -> dict[str, Any]:
@@ -42,10 +42,9 @@ def main() -> int:
     parser.add_argument("--size-mb", type=float, default=20.0)
     parser.add_argument("--tokenizer", default="qwen3")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--check-floors", action="store_true",
+                        help="exit 1 when a ratio falls below its floor in benches/floors.json (CI)")
     args = parser.parse_args()
-    if not SHARED.exists():
-        print(f"benchmark skipped: {SHARED} is not available")
-        return 0
     try:
         import ray
     except ImportError:
@@ -61,7 +60,7 @@ def main() -> int:
         os.environ["SFTPACK_CACHE_DIR"] = str(work / "engine-cache")
         tok = tokenizer_dir(work, args.tokenizer)
         data = work / "corpus.jsonl"
-        conversations = write_corpus(SHARED, data, args.size_mb)
+        conversations = write_corpus(data, args.size_mb)
         common = {"max_length": 4096, "overwrite": True}
         preprocess([data], tok, work / "warm", **common)  # fills the engine cache, as any earlier job would
         started = time.perf_counter()
@@ -93,6 +92,8 @@ def main() -> int:
             merge_packs(part_dirs, work / "merged", overwrite=True)
         merge_seconds = time.perf_counter() - started
     local = best["local"]
+    ratios = {"ray_1_actor_to_local": best["ray, 1 actor"]["tokens_per_s"] / local["tokens_per_s"],
+              "ray_actors_to_local": rayn["tokens_per_s"] / local["tokens_per_s"]}
     print(f"sftpack preprocess on Ray, {args.size_mb:.0f} MB real multi-turn corpus ({conversations:,} conversations), "
           f"{args.tokenizer} tokenizer, {cpus} CPUs; local Ray start-up {ray_start:.1f}s (not counted)")
     for run in best.values():
@@ -114,8 +115,8 @@ def main() -> int:
                   f"driver: {machines} manifests, ~{machines * merge_seconds / max(len(part_dirs), 1):.2f}s")
     if args.json:
         args.json.write_text(json.dumps({"runs": list(best.values()), "ray_start_s": ray_start,
-                                         "merge_s": merge_seconds}, indent=2, default=str))
-    return 0
+                                         "merge_s": merge_seconds, **ratios}, indent=2, default=str))
+    return check_floors("bench_ray", ratios) if args.check_floors else 0
 
 
 if __name__ == "__main__":

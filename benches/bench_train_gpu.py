@@ -1,9 +1,9 @@
 """GPU training benchmark: tokens/s, MFU and peak memory of `sftpack train`, packed varlen vs
 padded, for LoRA, QLoRA and full SFT on random-init models of real architectures, fed the
-shared multi-turn corpus. Targets: packed >= 2x padded tokens/s; LoRA on Llama-3-8B >= 9,500
+real multi-turn corpus (benches/corpus.py). Targets: packed >= 2x padded tokens/s; LoRA on Llama-3-8B >= 9,500
 tokens/s on one H100; QLoRA >= 0.85x LoRA tokens/s at <= 0.5x its memory.
 
-Two steps, because the GPU machine cannot read ../shared:
+Two steps, because the GPU machine cannot read ../shared (the Llama-3 tokenizer lives there):
 
     python benches/bench_train_gpu.py prepare --out .gpu          # here: packs + tokenizer
     python benches/bench_train_gpu.py run --work .gpu --runs lora:packed,lora:padded,qlora:packed
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "llama3-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -54,13 +53,13 @@ METHODS = {"lora": {"name": "lora", "lora_r": 16, "lora_alpha": 32, "target_modu
 
 def prepare(out: Path, size_mb: float, max_length: int, val_size: float | None) -> None:
     sys.path.insert(0, str(ROOT / "benches"))
-    from corpus import write_corpus  # noqa: PLC0415
+    from corpus import SHARED, write_corpus  # noqa: PLC0415
 
     from sftpack.preprocess import preprocess  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "corpus.jsonl"
-    write_corpus(SHARED, corpus, size_mb)
+    write_corpus(corpus, size_mb)
     tokenizer = out / "tokenizer"
     shutil.copytree(SHARED / "tokenizers" / "llama3", tokenizer, dirs_exist_ok=True)
     for name, pack in (("packed", True), ("unpacked", False)):

@@ -1,22 +1,57 @@
-"""A real multi-turn corpus for benchmarks, built deterministically from ../shared/data: every
-chat dataset there mapped to OpenAI `messages` (ShareGPT, tool-call, alpaca en/zh, Firefly,
-MOSS, OpenAssistant, the XTuner sample), repeated with a numbered system line up to the size
-asked for."""
+"""A real multi-turn corpus for benchmarks, built deterministically from the real datasets the
+tests use (tests/data, committed; ../shared/data adds Firefly and MOSS when present): every chat
+dataset mapped to OpenAI `messages` (ShareGPT, tool-call, alpaca en/zh, OpenAssistant, the XTuner
+sample), repeated with a numbered system line up to the size asked for. Also the real tokenizers,
+unpacked into a work folder."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 Messages = list[dict[str, str]]
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "data"
+SHARED = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def find(relative: str) -> Path | None:
+    """A real file or folder: tests/data (maybe gzipped), else ../shared/data."""
+    for root in (FIXTURES, SHARED):
+        for candidate in (root / relative, root / f"{relative}.gz"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def read_text(path: Path) -> str:
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
+def tokenizer_dir(work: Path, name: str) -> Path:
+    """A real tokenizer folder copied into ``work``, gzipped files unpacked."""
+    source = find(f"tokenizers/{name}")
+    if source is None:
+        raise SystemExit(f"tokenizer {name!r} is in neither {FIXTURES} nor {SHARED}")
+    target = work / name
+    target.mkdir()
+    for file in source.iterdir():
+        if file.name.endswith(".gz"):
+            (target / file.name[:-3]).write_bytes(gzip.decompress(file.read_bytes()))
+        else:
+            shutil.copy(file, target / file.name)
+    return target
 
 
 def _sharegpt(path: Path) -> Iterator[Messages]:
     roles = {"human": "user", "gpt": "assistant", "function_call": "assistant", "observation": "user"}
-    for record in json.loads(path.read_text()):
+    for record in json.loads(read_text(path)):
         turns = [{"role": roles[t["from"]], "content": t["value"]} for t in record["conversations"]
                  if t["from"] in roles]
         if record.get("system"):
@@ -25,7 +60,7 @@ def _sharegpt(path: Path) -> Iterator[Messages]:
 
 
 def _alpaca(path: Path) -> Iterator[Messages]:
-    for r in json.loads(path.read_text()):
+    for r in json.loads(read_text(path)):
         prompt = r["instruction"] + ("\n" + r["input"] if r.get("input") else "")
         yield [{"role": "user", "content": prompt}, {"role": "assistant", "content": r["output"]}]
 
@@ -51,7 +86,7 @@ def _moss(root: Path) -> Iterator[Messages]:
 
 
 def _oasst(path: Path) -> Iterator[Messages]:
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         node: dict[str, Any] | None = json.loads(line)
         turns: Messages = []
         while node:
@@ -63,22 +98,31 @@ def _oasst(path: Path) -> Iterator[Messages]:
             yield turns
 
 
-def conversations(shared: Path) -> list[Messages]:
-    d = shared / "datasets"
-    out: list[Messages] = [r["messages"] for r in map(json.loads, (shared / "goldens/xtuner/input.jsonl").open())]
-    out += _sharegpt(d / "sharegpt/fastchat_dummy_conversation.json")
-    out += _sharegpt(d / "toolcall/glaive_toolcall_en_demo.json")
-    out += _alpaca(d / "alpaca/alpaca_en_demo.json")
-    out += _alpaca(d / "chinese/alpaca_zh_demo.json")
-    out += _firefly(d / "chinese/firefly_dummy_data.jsonl")
-    out += _moss(d / "moss/conversations")
-    out += _oasst(d / "oasst/en_100_message.jsonl")
+READERS = [
+    ("datasets/sharegpt/fastchat_dummy_conversation.json", _sharegpt),
+    ("datasets/toolcall/glaive_toolcall_en_demo.json", _sharegpt),
+    ("datasets/alpaca/alpaca_en_demo.json", _alpaca),
+    ("datasets/chinese/alpaca_zh_demo.json", _alpaca),
+    ("datasets/chinese/firefly_dummy_data.jsonl", _firefly),  # ../shared only
+    ("datasets/moss/conversations", _moss),  # ../shared only
+    ("datasets/oasst/en_100_message.jsonl", _oasst),
+]
+
+
+def conversations() -> list[Messages]:
+    xtuner = find("goldens/xtuner/input.jsonl")
+    assert xtuner is not None, "tests/data/goldens/xtuner/input.jsonl.gz is committed"
+    out: list[Messages] = [json.loads(line)["messages"] for line in read_text(xtuner).splitlines()]
+    for relative, reader in READERS:
+        path = find(relative)
+        if path is not None:
+            out += reader(path)
     return [c for c in out if any(m["role"] == "assistant" for m in c)]
 
 
-def write_corpus(shared: Path, path: Path, size_mb: float) -> int:
+def write_corpus(path: Path, size_mb: float) -> int:
     """Writes about `size_mb` MB of JSONL; returns the number of conversations."""
-    base = conversations(shared)
+    base = conversations()
     written, count, copy = 0, 0, 0
     with path.open("w", encoding="utf-8") as f:
         while written < size_mb * 1e6:

@@ -1,5 +1,8 @@
-"""Shared fixtures. Real tokenizers and datasets come from ../shared/data (next to the repo, or
-$SFTPACK_SHARED_DATA); tests that need them skip cleanly when it is absent."""
+"""Shared fixtures. Real third-party tokenizers, datasets and golden vectors come from tests/data
+(committed, license-compatible, see tests/data/SOURCES.md), so every proof runs on a fresh clone.
+../shared/data (or $SFTPACK_SHARED_DATA), when present beside the repo, adds what may not be
+redistributed here (the Llama-3 and Gemma-3 tokenizers, the original XTuner vectors) as extra
+cases."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "data"
 SHARED_DATA = Path(os.environ.get("SFTPACK_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO = REPO / "python" / "sftpack" / "assets" / "demo"
 
@@ -107,10 +111,8 @@ def mistral_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     pytest.importorskip("transformers")
     out = {}
     for version in ("v1", "v2", "v3"):
-        source = shared_path("tokenizers", f"mistral-spm-{version}")
-        target = tmp_path_factory.mktemp(f"mistral-{version}")
-        for file in source.iterdir():
-            shutil.copy(file, target / file.name)
+        target = copy_unpacked(data_path("tokenizers", f"mistral-spm-{version}"),
+                               tmp_path_factory.mktemp(f"mistral-{version}"))
         result = subprocess.run([sys.executable, "-m", "sftpack", "convert-tokenizer", str(target)],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
@@ -129,34 +131,61 @@ def trained_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
     return [r for r in runs if r]
 
 
-# Tokenizers with a Jinja chat template in shared/data.
-JINJA_TOKENIZERS = ["qwen3", "llama3", "phi-3-mini", "gemma3", "deepseek-v3"]
+def _found(relative: Path) -> Path | None:
+    for root in (FIXTURES, SHARED_DATA):
+        path = root / relative
+        for candidate in (path, path.with_name(path.name + ".gz")):
+            if candidate.exists():
+                return candidate
+    return None
 
 
-def shared_path(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is not available (shared test data)")
+def data_path(*parts: str) -> Path:
+    """A real third-party file or folder: tests/data first (a file there may be gzipped: then
+    the .gz), else ../shared/data. Only what ../shared alone has can be missing: then the test
+    skips, naming it."""
+    path = _found(Path(*parts))
+    if path is None:
+        pytest.skip(f"{Path(*parts)} is in neither {FIXTURES} nor {SHARED_DATA}")
     return path
+
+
+def read_text(path: Path) -> str:
+    """A fixture's text, gzipped or not."""
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(read_text(path))
+
+
+# Tokenizers with a Jinja chat template: the committed ones, and Llama-3 and Gemma-3 when
+# ../shared has them (their licenses keep them out of the repo).
+JINJA_TOKENIZERS = ["qwen3", "phi-3-mini", "deepseek-v3"] + [
+    name for name in ("llama3", "gemma3") if (SHARED_DATA / "tokenizers" / name).is_dir()]
+
+
+def copy_unpacked(source: Path, target: Path) -> Path:
+    """Copies a fixture folder's files into ``target``, gzipped ones unpacked (transformers and
+    sentencepiece read only plain files)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.name.endswith(".gz"):
+            (target / file.name[:-3]).write_bytes(gzip.decompress(file.read_bytes()))
+        else:
+            shutil.copy(file, target / file.name)
+    return target
 
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """A loadable copy of a shared tokenizer directory (gzipped tokenizer.json unpacked, since
-    transformers reads only the plain file)."""
+    """A loadable copy of a real tokenizer directory (tests/data, else ../shared/data), with
+    its gzipped files unpacked."""
     cache: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in cache:
-            source = shared_path("tokenizers", name)
-            target = tmp_path_factory.mktemp(name)
-            for file in source.iterdir():
-                if file.name.endswith(".gz"):
-                    with gzip.open(file, "rb") as packed, open(target / file.name[:-3], "wb") as out:
-                        shutil.copyfileobj(packed, out)
-                else:
-                    shutil.copy(file, target / file.name)
-            cache[name] = target
+            cache[name] = copy_unpacked(data_path("tokenizers", name), tmp_path_factory.mktemp(name))
         return cache[name]
 
     return get

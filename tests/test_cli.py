@@ -60,6 +60,32 @@ def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_inspect_opens_a_pack_with_histograms_rows_and_document_sources(tmp_path: Path) -> None:
+    from sftpack import PackDataset
+    from sftpack.preprocess import preprocess
+
+    chat = DEMO / "chat.jsonl"
+    preprocess([chat], DEMO, tmp_path / "pack", max_length=256)
+    pack = PackDataset(tmp_path / "pack")
+    documents = pack.document_lengths()
+    assert len(documents) == pack.manifest["counts"]["packed"] and documents.sum() == pack.lengths().sum()
+    result = sftpack("inspect", str(tmp_path / "pack"), "-n", "2", "--row", "1")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"{len(pack):,} rows of at most 256 tokens, {len(documents):,} documents" in out
+    assert "row lengths (tokens):" in out and "document lengths (tokens):" in out
+    assert "══ row 1:" in out and "══ row 2:" in out and "══ row 0:" not in out
+    first = pack.sources(1)[0]
+    assert f"── document 1/{len(pack.sources(1))} from {first[0]}:{first[1]}:" in out
+    assert "{+" in out and "<|im_start|>assistant" in out
+
+
+def test_inspect_data_without_a_tokenizer_says_what_to_pass(tmp_path: Path) -> None:
+    result = sftpack("inspect", str(write_lines(tmp_path / "d.jsonl", [GOOD])))
+    assert result.returncode == 1
+    assert "error: inspect DATA needs the tokenizer" in result.stderr and "--tokenizer DIR" in result.stderr
+
+
 def test_usage_errors_exit_2() -> None:
     assert sftpack("check").returncode == 2
     assert sftpack("--help").returncode == 0

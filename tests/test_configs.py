@@ -1,4 +1,5 @@
-"""Every ready recipe in configs/ validates, and its header gives the exact command."""
+"""Every ready recipe in configs/ validates, and its header gives the exact command. Their model
+paths (/models/...) are the user's to fill in, so paths are not checked here."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ RECIPES = sorted((REPO / "python" / "sftpack" / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_validates_and_documents_its_command(recipe: Path) -> None:
-    config = load_config(recipe)
+    config = load_config(recipe, check_paths=False)
     assert config.model.path and config.data.pack and config.output.dir
     header = recipe.read_text().split("\n\n")[0]
     assert f"sftpack configs copy {recipe.stem} . && " in header
@@ -37,7 +38,7 @@ def test_the_library_covers_every_family_and_method() -> None:
 
 @pytest.mark.parametrize("recipe", [p for p in RECIPES if p.stem.endswith("_full")], ids=lambda p: p.name)
 def test_full_recipes_shard_with_a_shipped_deepspeed_config(recipe: Path) -> None:
-    config = load_config(recipe)
+    config = load_config(recipe, check_paths=False)
     assert config.distributed.deepspeed in NAMES
     ds = load_ds_config(config, world=8)
     assert ds["bf16"]["enabled"] and ds["gradient_accumulation_steps"] == config.optim.grad_accum

@@ -84,18 +84,18 @@ SNAPSHOTS = {
         ["preprocess", "{data}", "--tokenizer", str(DEMO), "--out", "{tmp}/pack", "--window", "0",
          "--val-size", "2.5"],
         "error: 2 problem(s) in the preprocess settings:\n"
-        "  window: expected a positive whole number, found 0\n"
-        "  val_size: '2.5' is neither a share between 0 and 1 nor a whole number of records\n"),
+        "  --window: expected a positive whole number, found 0\n"
+        "  --val-size: '2.5' is neither a share between 0 and 1 nor a whole number of records\n"),
     "validation too large": (
         ["preprocess", "{data}", "--tokenizer", str(DEMO), "--out", "{tmp}/pack", "--val-size", "5"],
         "error: a validation split of 5 record(s) leaves nothing to train on: the inputs hold 1 record(s)\n"
-        "hint: pass a smaller --val-size\n"),
+        "hint: use a smaller --val-size\n"),
     "overlong": (
         ["preprocess", "{data}", "--tokenizer", str(DEMO), "--out", "{tmp}/pack", "--max-length", "4",
          "--overlong", "error"],
         "error: {data}:1: the conversation is too long (20 tokens > max_length 4), and --overlong error stops "
         "the run; nothing was written\n"
-        "hint: raise --max-length, or pass --overlong drop (skip and count such records) or --overlong truncate\n"),
+        "hint: raise --max-length, or use --overlong drop (skip and count such records) or --overlong truncate\n"),
     "map function": (
         ["check", "{data}", "--tokenizer", str(DEMO), "--map-fn", "nowhere"],
         "error: map function 'nowhere': expected module:function, file.py:function or one of "
@@ -123,7 +123,7 @@ def test_an_existing_pack_of_other_settings_and_a_broken_pack(tmp_path: Path, da
         preprocess([data], DEMO, tmp_path / "pack", max_length=32)
     assert (error.value.message, error.value.hint) == (
         f"{tmp_path / 'pack'} already holds a pack made from other inputs or settings",
-        "choose another --out, or pass --overwrite to replace it")
+        "choose another `out`, or use `overwrite: true` to replace it")
     (tmp_path / "pack" / "manifest.json").unlink()
     with pytest.raises(PackFormatError) as broken:
         PackDataset(tmp_path / "pack")

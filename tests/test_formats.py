@@ -8,7 +8,7 @@ from typing import Any
 
 from sftpack import Encoder, check
 
-from .conftest import shared_path
+from .conftest import SHARED_DATA, data_path, read_text
 
 
 def test_each_format_gives_the_same_tokens(demo_tokenizer: Path) -> None:
@@ -25,19 +25,23 @@ def test_each_format_gives_the_same_tokens(demo_tokenizer: Path) -> None:
 
 
 def test_real_datasets_of_every_format(tokenizer_dir, demo_tokenizer: Path) -> None:  # type: ignore[no-untyped-def]
-    files = [
-        shared_path("datasets", "alpaca", "alpaca_en_demo.json"),
-        shared_path("datasets", "chinese", "alpaca_zh_demo.json"),
-        shared_path("datasets", "chinese", "firefly_dummy_data.jsonl"),
-        shared_path("datasets", "sharegpt", "fastchat_dummy_conversation.json"),
-        shared_path("datasets", "toolcall", "glaive_toolcall_en_demo.json"),
-        shared_path("datasets", "identity", "identity.json"),
-        shared_path("datasets", "openai", "toy_chat_fine_tuning.jsonl"),
+    # (file, its format, its records); gzipped as committed in tests/data, read as they are.
+    expected = [
+        (("alpaca", "alpaca_en_demo.json"), "alpaca", 999),
+        (("chinese", "alpaca_zh_demo.json"), "alpaca", 1000),
+        (("sharegpt", "fastchat_dummy_conversation.json"), "sharegpt", 500),
+        (("toolcall", "glaive_toolcall_en_demo.json"), "sharegpt", 300),
+        (("identity", "identity.json"), "alpaca", 91),
+        (("openai", "toy_chat_fine_tuning.jsonl"), "openai", 5),
     ]
+    firefly = SHARED_DATA / "datasets" / "chinese" / "firefly_dummy_data.jsonl"
+    files = [data_path("datasets", *parts) for parts, _, _ in expected]
+    if firefly.is_file():  # XTuner's multi-turn `conversation` format; no license, so only in ../shared
+        expected.append((("chinese", firefly.name), "xtuner", 33))
+        files.append(firefly)
     report = check(files, tokenizer_dir("qwen3"))
-    formats = [f["format"] for f in report["files"]]
-    assert formats == ["alpaca", "alpaca", "xtuner", "sharegpt", "sharegpt", "alpaca", "openai"]
-    assert report["records"] == 999 + 1000 + 33 + 500 + 300 + 91 + 5
+    assert [f["format"] for f in report["files"]] == [fmt for _, fmt, _ in expected]
+    assert report["records"] == sum(count for _, _, count in expected)
     assert report["records"] == report["encoded"] + report["rejected"] + report["dropped"]
     # identity.json's literal {{name}} placeholders are data, not template code.
     assert report["encoded"] > 0.95 * report["records"]
@@ -57,8 +61,8 @@ def top_ranked_path(node: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def test_oasst_message_trees_become_their_top_ranked_conversation(tokenizer_dir) -> None:  # type: ignore[no-untyped-def]
-    path = shared_path("datasets", "oasst", "en_100_message.jsonl")
-    trees = [json.loads(line) for line in path.read_text().splitlines()]
+    path = data_path("datasets", "oasst", "en_100_message.jsonl")
+    trees = [json.loads(line) for line in read_text(path).splitlines()]
     encoder = Encoder(tokenizer_dir("qwen3"))
     report = check([path], tokenizer_dir("qwen3"))
     assert report["files"][0]["format"] == "oasst_tree"

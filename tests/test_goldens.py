@@ -1,4 +1,4 @@
-"""Third-party goldens in shared/data: mistral-common's token ids for its own SentencePiece
+"""Third-party goldens (tests/data): mistral-common's token ids for its own SentencePiece
 tokenizers and Jinja templates, after a one-time `sftpack convert-tokenizer`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from sftpack import Encoder
 
-from .conftest import shared_path
+from .conftest import data_path, read_json
 
 pytest.importorskip("sentencepiece")
 pytest.importorskip("transformers")
@@ -26,8 +26,8 @@ CASES = [("v1", "no_tools"), ("v2", "no_tools"), ("v3", "no_tools"), ("v2", "sev
 def test_mistral_common_ids(mistral_tokenizers: dict[str, Path], version: str, case: str) -> None:
     directory = mistral_tokenizers[version]
     template = next(directory.glob("*.jinja"))
-    sample = json.loads(shared_path("goldens", "mistral-common", case, "sample.json").read_text())
-    golden = json.loads(shared_path("goldens", "mistral-common", case, f"tokens_{version}.json").read_text())
+    sample = read_json(data_path("goldens", "mistral-common", case, "sample.json"))
+    golden = read_json(data_path("goldens", "mistral-common", case, f"tokens_{version}.json"))
     encoder = Encoder(directory, template=str(template))
     out = encoder.encode(sample)
     assert out.input_ids == golden["tokens"]

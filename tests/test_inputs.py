@@ -12,6 +12,7 @@ import pytest
 
 import sftpack
 from sftpack import check
+from sftpack.preprocess import preprocess
 
 from .conftest import write_lines
 
@@ -55,6 +56,38 @@ def test_gzip_zstd_and_directories(tmp_path: Path, demo_tokenizer: Path) -> None
     assert report["encoded"] == 2
     # a directory stands for its data files in sorted path order, nested ones included
     assert [Path(f["path"]).name for f in report["files"]] == ["y.jsonl.zst", "x.jsonl.gz"]
+
+
+def test_a_data_folder_leaves_out_sftpack_outputs_models_and_hidden_files(
+        tmp_path: Path, demo_tokenizer: Path) -> None:
+    # The layout a user's project folder grows into: data, the pack made from it, a training run
+    # with its saved model, a tokenizer, an editor's hidden files.
+    data = tmp_path / "project"
+    data.mkdir()
+    write_lines(data / "train.jsonl", [GOOD] * 3)
+    preprocess([data / "train.jsonl"], demo_tokenizer, data / "pack", max_length=256)
+    (data / "run" / "model").mkdir(parents=True)
+    (data / "run" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    (data / "run" / "model" / "config.json").write_text('{"model_type": "llama"}')
+    (data / "run" / "model" / "sftpack_train.json").write_text("{}")
+    (data / "tok").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (data / "tok" / name).write_bytes((demo_tokenizer / name).read_bytes())
+    (data / ".ipynb_checkpoints").mkdir()
+    write_lines(data / ".ipynb_checkpoints" / "train-checkpoint.jsonl", [GOOD])
+    report = check([data], demo_tokenizer)
+    assert [Path(f["path"]).name for f in report["files"]] == ["train.jsonl"]
+    assert (report["records"], report["encoded"]) == (3, 3)
+
+
+def test_a_pack_or_model_named_as_data_is_refused_saying_what_it_is(tmp_path: Path, demo_tokenizer: Path) -> None:
+    data = write_lines(tmp_path / "train.jsonl", [GOOD])
+    preprocess([data], demo_tokenizer, tmp_path / "pack", max_length=256)
+    with pytest.raises(sftpack.InputError, match="pack is an sftpack pack, not a dataset") as error:
+        check([tmp_path / "pack"], demo_tokenizer)
+    assert error.value.hint and "dataset files" in error.value.hint
+    with pytest.raises(sftpack.InputError, match="a tokenizer folder, not a dataset"):
+        check([demo_tokenizer], demo_tokenizer)
 
 
 def test_python_literals_are_invalid_json_with_a_hint(tmp_path: Path, demo_tokenizer: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ pytest.importorskip("peft")
 
 from sftpack.train import load_config, train  # noqa: E402
 
-from .conftest import DEMO  # noqa: E402
+from .conftest import DEMO, write_lines  # noqa: E402
 
 
 def sftpack(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,6 +78,31 @@ def test_template_check_flags_a_wrong_template() -> None:
     assert xtuner_chatml.returncode == 0, xtuner_chatml.stdout
     wrong = sftpack("template", "check", "--tokenizer", str(DEMO), "--template", "zephyr")
     assert wrong.returncode == 1 and "differs at token" in wrong.stdout
+
+
+def test_template_check_reads_data_as_training_does_and_names_file_and_line(
+        tmp_path: Path, tokenizer_dir: Callable[[str], Path]) -> None:
+    # A JSON array of ShareGPT records, XTuner's multi-turn format, and OpenAI tool calls with
+    # `content: null`: every record training accepts is compared, each named by file:line.
+    sharegpt = tmp_path / "sharegpt.json"
+    sharegpt.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi"},
+                                                       {"from": "gpt", "value": "Hello!"}]}] * 2, indent=1))
+    xtuner = write_lines(tmp_path / "xtuner.jsonl", [json.dumps({"conversation": [
+        {"system": "Be brief.", "input": "2+2?", "output": "4"}, {"input": "3+3?", "output": "6"}]})])
+    call = {"type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    openai = write_lines(tmp_path / "calls.jsonl", [json.dumps({"tools": tools, "messages": [
+        {"role": "user", "content": "1+2?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "3"}, {"role": "assistant", "content": "3"}]})])
+    result = sftpack("template", "check", str(sharegpt), str(xtuner), str(openai), "--tokenizer",
+                     str(tokenizer_dir("qwen3")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4/4 records token-identical" in result.stdout
+    wrong = sftpack("template", "check", str(xtuner), str(sharegpt), "--tokenizer", str(tokenizer_dir("qwen3")),
+                    "--template", "zephyr")
+    assert wrong.returncode == 1
+    assert f"{xtuner}:1: differs at token" in wrong.stdout and f"{sharegpt}:2 (element 0)" in wrong.stdout
+    assert "Traceback" not in wrong.stderr
 
 
 def test_template_check_flags_a_generation_prompt_that_training_never_saw(tmp_path: Path) -> None:

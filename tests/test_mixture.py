@@ -145,16 +145,16 @@ def test_training_on_a_mixture_logs_the_loss_of_each_pack(tiny_setup: dict[str, 
             step["loss/chat"], step["loss/math"]) + 1e-4, "the step loss is the packs' token-weighted mean"
 
 
-def test_a_recipe_names_one_pack_or_a_list_of_packs() -> None:
-    pytest.importorskip("torch")
+def test_a_recipe_names_one_pack_or_a_list_of_packs(tiny_setup: dict[str, Path]) -> None:
     from sftpack.train import load_config
 
-    base = {"model": {"path": "m"}, "output": {"dir": "o"}}
+    base = {"model": {"path": str(tiny_setup["base"])}, "output": {"dir": "o"}}
     with pytest.raises(ConfigError, match="exactly one of pack"):
         load_config(raw={**base, "data": {"pack": "p", "packs": [{"path": "q"}], "batch_size": 1}})
     with pytest.raises(ConfigError, match=r"data.packs\[0\].weight"):
         load_config(raw={**base, "data": {"packs": [{"path": "q", "weight": -1}], "batch_size": 1}})
-    assert load_config(raw={**base, "data": {"packs": [{"path": "q", "weight": 2}], "batch_size": 1}}).data.packs
+    packs = [{"path": str(tiny_setup["pack"]), "weight": 2}]
+    assert load_config(raw={**base, "data": {"packs": packs, "batch_size": 1}}).data.packs
 
 
 @pytest.mark.parametrize("chunk_tokens", [0, 7])

@@ -1,5 +1,5 @@
 """Token ids equal transformers' apply_chat_template, and masks follow the documented rule, on
-every real tokenizer with a chat template and real conversations from shared/data."""
+every real tokenizer with a chat template and real conversations (tests/data)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,21 @@ import pytest
 from sftpack import Encoder, RecordError
 from sftpack.errors import record_problems
 
-from .conftest import JINJA_TOKENIZERS, read_jsonl, shared_path, trained_runs
+from .conftest import JINJA_TOKENIZERS, data_path, read_json, read_jsonl, trained_runs
 
 transformers = pytest.importorskip("transformers")
 
 
 def openai_conversations() -> list[dict[str, Any]]:
-    """Real conversations in OpenAI format: XTuner's 199 (drawn from every shared dataset), the
+    """Real conversations in OpenAI format: XTuner's 199 (drawn from the real datasets), the
     OpenAI cookbook file, and alpaca / ShareGPT demos mapped as sftpack maps them."""
-    rows = read_jsonl(shared_path("goldens", "xtuner", "input.jsonl"))
-    rows += read_jsonl(shared_path("datasets", "openai", "toy_chat_fine_tuning.jsonl"))
-    alpaca = json.loads(shared_path("datasets", "alpaca", "alpaca_en_demo.json").read_text())[:150]
+    rows = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
+    rows += read_jsonl(data_path("datasets", "openai", "toy_chat_fine_tuning.jsonl"))
+    alpaca = read_json(data_path("datasets", "alpaca", "alpaca_en_demo.json"))[:150]
     for r in alpaca:
         prompt = r["instruction"] + ("\n" + r["input"] if r["input"] else "")
         rows.append({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": r["output"]}]})
-    sharegpt = json.loads(shared_path("datasets", "sharegpt", "fastchat_dummy_conversation.json").read_text())[:150]
+    sharegpt = read_json(data_path("datasets", "sharegpt", "fastchat_dummy_conversation.json"))[:150]
     roles = {"human": "user", "gpt": "assistant"}
     for r in sharegpt:
         rows.append({"messages": [{"role": roles[t["from"]], "content": t["value"]} for t in r["conversations"]]})
@@ -90,13 +90,13 @@ def trained_spans_reference(tokenizer: Any, messages: list[dict[str, Any]]) -> l
 
 # Llama-3's first template appends the assistant header even without add_generation_prompt, so
 # prefixes are not prefix-stable there; its masks are checked structurally below.
-@pytest.mark.parametrize("name", ["qwen3", "phi-3-mini", "gemma3", "deepseek-v3"])
+@pytest.mark.parametrize("name", [name for name in JINJA_TOKENIZERS if name != "llama3"])
 def test_masks_follow_the_prefix_rule(name: str, tokenizer_dir: Callable[[str], Path]) -> None:
     path = tokenizer_dir(name)
     reference = transformers.AutoTokenizer.from_pretrained(str(path))
     encoder = Encoder(path)
     checked = 0
-    for row in read_jsonl(shared_path("goldens", "xtuner", "input.jsonl")):
+    for row in read_jsonl(data_path("goldens", "xtuner", "input.jsonl")):
         messages = row["messages"]
         spans = trained_spans_reference(reference, messages)
         if spans is None or reference_ids(reference, messages) is None:
@@ -151,9 +151,9 @@ def test_each_assistant_turn_is_trained_through_its_end_of_turn_token(
 
 
 def tool_call_conversations(content_null: bool) -> list[dict[str, Any]]:
-    """The glaive tool-calling demo (shared/data) in OpenAI form: calls as `tool_calls` on
+    """The glaive tool-calling demo (tests/data) in OpenAI form: calls as `tool_calls` on
     assistant messages whose content is null, as OpenAI's API writes them (or "")."""
-    rows = json.loads(shared_path("datasets", "toolcall", "glaive_toolcall_en_demo.json").read_text())
+    rows = read_json(data_path("datasets", "toolcall", "glaive_toolcall_en_demo.json"))
     records = []
     for row in rows:
         messages: list[dict[str, Any]] = []
@@ -198,3 +198,50 @@ def test_tool_call_turns_are_located_and_trained(thinking: bool, tokenizer_dir: 
             else:
                 assert message["content"].strip()[:30] in run
     assert calls >= 200
+
+
+@pytest.mark.parametrize("name", JINJA_TOKENIZERS)
+def test_inspect_counts_each_trained_token_under_its_message_role(
+        name: str, tokenizer_dir: Callable[[str], Path], tmp_path: Path) -> None:
+    """`sftpack inspect`'s tokens per role: every trained token is a reply's (Qwen3's last reply,
+    think block and all, included), the template's own tokens are never trained, and the counts
+    add up to the record's tokens."""
+    from sftpack.jobs import samples
+
+    rows = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"), 40)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for kwargs in ({}, {"enable_thinking": False}):
+        checked = 0
+        for sample in samples([data], tokenizer_dir(name), len(rows), template_kwargs=kwargs):
+            if sample.get("problems"):
+                continue
+            roles = sample["roles"]
+            assert sum(n for n, _ in roles.values()) == sample["tokens"], sample["roles"]
+            assert roles["assistant"][1] == sample["trained_tokens"] > 0, (name, kwargs, roles)
+            assert roles.get("template", [0, 0])[1] == 0 and roles["user"][0] > 0
+            checked += 1
+        assert checked >= 30
+
+
+def test_qwen3_without_thinking_trains_each_reply_from_where_its_prompt_ends(
+        tokenizer_dir: Callable[[str], Path]) -> None:
+    """enable_thinking: false gives earlier replies no think block while the generation prompt
+    has an empty one, so those replies are not prefix-stable. Their trained tokens still start
+    where transformers' prefix rule puts a reply (after the header's newline) and are the same as
+    with thinking on: the reply and its <|im_end|>."""
+    path = tokenizer_dir("qwen3")
+    thinking, plain = Encoder(path), Encoder(path, template_kwargs={"enable_thinking": False})
+    compared = 0
+    for row in read_jsonl(data_path("goldens", "xtuner", "input.jsonl")):
+        replies = [m for m in row["messages"] if m["role"] == "assistant"]
+        if len(replies) < 2 or any(m.get("loss") is False for m in replies):
+            continue
+        on, off = (trained_runs(out.input_ids, out.loss_mask)
+                   for out in (thinking.encode(row), plain.encode(row)))
+        texts = [plain.decode(run) for run in off]
+        assert len(off) == len(replies) and on[:-1] == off[:-1], texts
+        for text, reply in zip(texts, replies, strict=True):
+            assert text == reply["content"].strip() + "<|im_end|>", (text, reply["content"][:40])
+        compared += 1
+    assert compared >= 40

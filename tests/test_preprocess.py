@@ -99,16 +99,25 @@ def test_output_is_identical_for_any_thread_count(tmp_path: Path) -> None:
     assert len(outputs[0][0]) >= 2
 
 
-def test_packing_without_a_row_length_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="max_length"):
-        preprocess([dataset(tmp_path, 50)], DEMO, tmp_path / "out")
+def test_check_and_preprocess_share_one_default_max_length(tmp_path: Path) -> None:
+    from sftpack import _core, check
+
+    default = json.loads(_core.settings_defaults())["max_length"]
+    assert default == 4096
+    long = json.dumps({"messages": [{"role": "user", "content": "hi " * 3000}, {"role": "assistant", "content": "ok"}]})
+    data = write_lines(tmp_path / "d.jsonl", [long, *(conversation(i) for i in range(3))])
+    result = preprocess([data], DEMO, tmp_path / "out")
+    assert result["manifest"]["max_length"] == default
+    assert result["manifest"]["counts"]["dropped"] == 1, "the same record preprocess drops ..."
+    report = check([data], DEMO)
+    assert report["max_length"] == default and report["drops"]["too_long"]["count"] == 1, "... check counts"
 
 
 def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path: Path) -> None:
     data, out = dataset(tmp_path, 50), tmp_path / "out"
     assert preprocess([data], DEMO, out, max_length=256)["status"] == "done"
     assert preprocess([data], DEMO, out, max_length=256, threads=1)["status"] == "up to date"
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="`overwrite: true`"):
         preprocess([data], DEMO, out, max_length=128)
     assert preprocess([data], DEMO, out, max_length=128, overwrite=True)["status"] == "done"
 

@@ -1,7 +1,7 @@
 """One renderer for training, samples and chat: the generation prompt the engine renders for the
 turns before a reply is exactly the training ids up to where that reply's trained tokens begin,
 and the stop tokens end each reply where training ended it. For all 27 built-in templates and
-every Jinja template in shared/data, on real conversations."""
+every real Jinja template, on real conversations."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from sftpack import Encoder, RecordError, _core
 from sftpack.encoding import StopTokens
 from sftpack.lifecycle import reply_prompt_mismatch
 
-from .conftest import DEMO, JINJA_TOKENIZERS, read_jsonl, shared_path, trained_runs
+from .conftest import DEMO, JINJA_TOKENIZERS, data_path, read_jsonl, trained_runs
 
 BUILTIN = json.loads(_core.builtin_templates())
 
 
 def conversations(limit: int = 80) -> list[dict[str, Any]]:
-    """Real multi-turn conversations (XTuner's 199 drawn from every shared dataset)."""
-    return read_jsonl(shared_path("goldens", "xtuner", "input.jsonl"), limit)
+    """Real multi-turn conversations (XTuner's 199, drawn from the real datasets)."""
+    return read_jsonl(data_path("goldens", "xtuner", "input.jsonl"), limit)
 
 
 MULTI_TURN = [
@@ -58,7 +58,7 @@ def test_builtin_prompts_continue_the_training_ids_on_the_demo_tokenizer(templat
 
 @pytest.mark.parametrize("template", sorted(BUILTIN))
 def test_builtin_prompts_continue_the_training_ids(template: str, tokenizer_dir: Callable[[str], Path]) -> None:
-    encoder = Encoder(tokenizer_dir("llama3"), template)
+    encoder = Encoder(tokenizer_dir("phi-3-mini"), template)
     assert checked_replies(encoder, conversations() + MULTI_TURN) >= 40
 
 
@@ -182,13 +182,14 @@ def test_stop_tokens_are_the_trained_end_of_turn_and_eos(name: str, tokenizer_di
 
 @pytest.mark.parametrize("template", sorted(BUILTIN))
 def test_builtin_stop_tokens_end_every_trained_reply(template: str, tokenizer_dir: Callable[[str], Path]) -> None:
-    encoder = Encoder(tokenizer_dir("llama3"), template)
+    encoder = Encoder(tokenizer_dir("phi-3-mini"), template)  # it has a BOS and an EOS token
     stops = encoder.stop_tokens()
     definition = BUILTIN[template]
     if not definition["suffix_as_eos"]:  # XTuner appends (and trains) EOS after every reply
-        assert 128001 in stops.ids  # <|end_of_text|>, Llama-3's EOS
-    if definition["suffix"] == "<|eot_id|>":  # a real Llama-3 token: a stop id, not a stop text
-        assert 128009 in stops.ids and "<|eot_id|>" not in stops.texts
+        assert encoder.token_to_id("<|endoftext|>") in stops.ids  # Phi-3's EOS
+    suffix = definition["suffix"].strip()
+    if encoder.token_to_id(suffix) is not None:  # a real token (Phi-3's <|end|>): a stop id, not a stop text
+        assert encoder.token_to_id(suffix) in stops.ids and suffix not in stops.texts
     assert assert_replies_end_at_stops(encoder, conversations() + MULTI_TURN) >= 40
 
 

@@ -41,8 +41,9 @@ def test_every_problem_is_reported_at_once() -> None:
                             val_size="half", threads=1.5, format="csv", shards=2)
     text = str(error.value)
     assert text.startswith("8 problem(s) in the preprocess settings")
-    for name in ("max_length", "overlong", "window", "seed", "val_size", "threads", "format", "shards: unknown"):
-        assert f"\n  {name}" in text, name
+    for name in ("max_length", "overlong", "window", "seed", "val_size", "threads", "format", "shards"):
+        assert f"\n  `{name}`: " in text, name
+    assert "`shards`: unknown setting" in text
 
 
 def test_a_manifest_gives_back_the_settings_that_made_the_pack(tmp_path: Path) -> None:

@@ -287,20 +287,16 @@ def test_chat_answers_as_sftpack_chat_does(browser: Any, quickstart_folder: Path
         running.server.shutdown()
 
 
-def test_a_pack_of_the_shared_multi_turn_corpus_shows_its_trained_spans(tmp_path: Path) -> None:
+def test_a_pack_of_the_real_multi_turn_corpus_shows_its_trained_spans(tmp_path: Path) -> None:
     import sys
 
-    from .conftest import shared_path
-
-    tokenizers = shared_path("tokenizers", "qwen3")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
-    from bench_preprocess import tokenizer_dir
-    from corpus import write_corpus
+    from corpus import tokenizer_dir, write_corpus
 
     root = tmp_path / "work"
     root.mkdir()
-    tokenizer = tokenizer_dir(root, tokenizers.name)
-    write_corpus(tokenizers.parent.parent, root / "corpus.jsonl", 0.3)
+    tokenizer = tokenizer_dir(root, "qwen3")
+    write_corpus(root / "corpus.jsonl", 0.3)
     preprocess([root / "corpus.jsonl"], tokenizer, root / "pack", max_length=4096)
     client = create_app(root).test_client()
     summary = client.get("/api/pack?path=pack").get_json()

@@ -165,21 +165,77 @@ def test_two_process_torchrun_training(setup: dict[str, Path], tmp_path: Path) -
 
 
 def test_quickstart_leaves_a_pack_a_model_and_metrics(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "sftpack", "quickstart", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900)
+    # As README runs it: a relative --out, from the folder it is typed in.
+    result = subprocess.run([sys.executable, "-m", "sftpack", "quickstart", "--out", "quickstart"],
+                            capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4/4 right" in result.stdout
-    assert (tmp_path / "pack" / "manifest.json").is_file()
-    assert (tmp_path / "run" / "model" / "config.json").is_file()
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    out = tmp_path / "quickstart"
+    assert (out / "pack" / "manifest.json").is_file()
+    assert (out / "run" / "model" / "config.json").is_file()
+    assert not (out / "metrics.jsonl").exists(), "one run, one metrics.jsonl (the studio lists each as a run)"
+    records = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
     assert steps and [r["step"] for r in evals] == [100, 200, 300], "the held-out split is evaluated"
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     assert "held-out eval loss" in result.stdout
-    validation = json.loads((tmp_path / "pack" / "manifest.json").read_text())["validation"]
+    validation = json.loads((out / "pack" / "manifest.json").read_text())["validation"]
     assert validation["records"] == 150
-    chat = subprocess.run([sys.executable, "-m", "sftpack", "chat", str(tmp_path / "run" / "model"),
+    chat = subprocess.run([sys.executable, "-m", "sftpack", "chat", str(out / "run" / "model"),
                            "--prompt", "Name a red cat."], capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip() == "A red cat could be called Redcat."
+    # The folder moves and its recipe still trains, from anywhere: its paths are its own.
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    out.rename(moved)
+    again = subprocess.run([sys.executable, "-m", "sftpack", "train", str(moved / "recipe.yaml"), "optim.max_steps=2",
+                            "output.eval_every=0", f"output.dir={tmp_path / 'again'}"],
+                           capture_output=True, text=True, timeout=300, cwd=moved.parent.parent.parent)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "model" / "config.json").is_file()
+
+
+def test_recipe_paths_are_relative_to_the_recipe_and_overrides_to_the_command(
+        setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import yaml
+
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    raw = settings(setup, Path("runs/first"))
+    raw["model"]["path"] = os.path.relpath(setup["base"], folder)
+    raw["data"]["pack"] = os.path.relpath(setup["pack"], folder)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    config = load_config("experiment/recipe.yaml")
+    assert Path(config.model.path).resolve() == setup["base"].resolve()
+    assert Path(config.data.pack).resolve() == setup["pack"].resolve()
+    assert Path(config.output.dir) == folder / "runs" / "first"
+    assert load_config("experiment/recipe.yaml", ["output.dir=mine"]).output.dir == "mine"
+
+
+def test_missing_model_and_pack_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    raw = settings({"base": tmp_path / "no-model", "pack": tmp_path / "no-pack"}, tmp_path / "out",
+                   optim__lr=-1)
+    raw["distributed"] = {"deepspeed": "zero9"}
+    with pytest.raises(ConfigError) as error:
+        load_config(raw=raw)
+    text = str(error.value)
+    assert "4 problem(s)" in text
+    assert f"model.path: {tmp_path / 'no-model'} does not exist" in text and "huggingface-cli download" in text
+    assert f"data.pack: {tmp_path / 'no-pack'} does not exist" in text and "sftpack preprocess" in text
+    assert "optim.lr" in text and "distributed.deepspeed: 'zero9'" in text
+    (tmp_path / "no-model").mkdir()
+    with pytest.raises(ConfigError, match="is not a Hugging Face model folder"):
+        load_config(raw=raw)
+
+
+def test_a_missing_recipe_file_says_how_to_get_one(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "sftpack", "train", str(tmp_path / "nope.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "error: recipe" in result.stderr and "sftpack configs copy" in result.stderr
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr

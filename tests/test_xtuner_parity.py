@@ -1,7 +1,8 @@
 """Built-in templates reproduce XTuner 0.2.0 (openai_map_fn → template_map_fn → encode_fn) token
-for token, against vectors produced by running XTuner itself: shared/data/goldens/xtuner (six
-tokenizer × template pairs) and tests/vectors/xtuner (all 27 templates on the Llama-3 tokenizer,
-made by scripts/xtuner_vectors.py)."""
+for token, against vectors produced by running XTuner itself: tests/data/goldens/xtuner (every
+built-in template on Phi-3's tokenizer, and Qwen3/DeepSeek-V3 with their own; made by
+scripts/make_test_fixtures.py --xtuner), and ../shared/data/goldens/xtuner (six tokenizer ×
+template pairs, Llama-3 among them) when it is present."""
 
 from __future__ import annotations
 
@@ -13,30 +14,10 @@ import pytest
 
 from sftpack import Encoder, SftpackError
 
-from .conftest import REPO, read_jsonl, shared_path
+from .conftest import FIXTURES, SHARED_DATA, read_jsonl
 
-VECTORS = sorted((REPO / "tests" / "vectors" / "xtuner").glob("*.jsonl.gz"))
-
-PAIRS = [
-    ("qwen3", "qwen_chat"),
-    ("qwen3", "internlm2_chat"),
-    ("llama3", "llama3_chat"),
-    ("llama3", "default"),
-    ("phi-3-mini", "phi3_chat"),
-    ("deepseek-v3", "deepseek_v2"),
-]
-
-
-@pytest.mark.parametrize(("tokenizer", "template"), PAIRS)
-def test_ids_and_labels_equal_xtuner(tokenizer: str, template: str, tokenizer_dir: Callable[[str], Path]) -> None:
-    inputs = read_jsonl(shared_path("goldens", "xtuner", "input.jsonl"))
-    goldens = read_jsonl(shared_path("goldens", "xtuner", f"{tokenizer}-{template}.jsonl.gz"))
-    encoder = Encoder(tokenizer_dir(tokenizer), template=template)
-    assert len(goldens) == len(inputs)
-    for golden in goldens:
-        out = encoder.encode(inputs[golden["line"] - 1])
-        assert out.input_ids == golden["input_ids"], f"line {golden['line']}: ids differ"
-        assert out.labels == golden["labels"], f"line {golden['line']}: labels differ"
+VECTORS = sorted((FIXTURES / "goldens" / "xtuner").glob("*-*.jsonl.gz"))
+SHARED_GOLDENS = sorted((SHARED_DATA / "goldens" / "xtuner").glob("*-*.jsonl.gz"))
 
 
 def spans_to_labels(input_ids: list[int], trained: list[list[int]]) -> list[int]:
@@ -46,10 +27,16 @@ def spans_to_labels(input_ids: list[int], trained: list[list[int]]) -> list[int]
     return labels
 
 
+def pair(vectors: Path) -> tuple[str, str]:
+    """(tokenizer, template) from a vector file's name; tokenizer names may hold dashes."""
+    tokenizer, _, template = vectors.name.removesuffix(".jsonl.gz").rpartition("-")
+    return tokenizer, template
+
+
 @pytest.mark.parametrize("vectors", VECTORS, ids=lambda p: p.name.removesuffix(".jsonl.gz"))
 def test_every_builtin_template_equals_xtuner(vectors: Path, tokenizer_dir: Callable[[str], Path]) -> None:
-    tokenizer, template = vectors.name.removesuffix(".jsonl.gz").split("-", 1)
-    inputs = read_jsonl(shared_path("goldens", "xtuner", "input.jsonl"))
+    tokenizer, template = pair(vectors)
+    inputs = read_jsonl(FIXTURES / "goldens" / "xtuner" / "input.jsonl.gz")
     encoder = Encoder(tokenizer_dir(tokenizer), template=template)
     expected = read_jsonl(vectors)
     assert len(expected) == len(inputs)
@@ -64,11 +51,25 @@ def test_every_builtin_template_equals_xtuner(vectors: Path, tokenizer_dir: Call
         assert out.labels == spans_to_labels(vector["input_ids"], vector["trained"]), f"line {vector['line']}"
 
 
+if SHARED_GOLDENS:  # ../shared's own vectors (Llama-3's among them), where it is present
+    @pytest.mark.parametrize("goldens", SHARED_GOLDENS, ids=lambda p: p.name.removesuffix(".jsonl.gz"))
+    def test_shared_goldens_equal_xtuner(goldens: Path, tokenizer_dir: Callable[[str], Path]) -> None:
+        tokenizer, template = pair(goldens)
+        inputs = read_jsonl(SHARED_DATA / "goldens" / "xtuner" / "input.jsonl")
+        encoder = Encoder(tokenizer_dir(tokenizer), template=template)
+        expected = read_jsonl(goldens)
+        assert len(expected) == len(inputs)
+        for golden in expected:
+            out = encoder.encode(inputs[golden["line"] - 1])
+            assert out.input_ids == golden["input_ids"], f"line {golden['line']}: ids differ"
+            assert out.labels == golden["labels"], f"line {golden['line']}: labels differ"
+
+
 def test_the_vectors_cover_every_builtin_template() -> None:
     from sftpack import _core
 
     names = set(json.loads(_core.builtin_templates()))
-    assert {p.name.removesuffix(".jsonl.gz").split("-", 1)[1] for p in VECTORS} == names
+    assert {pair(p)[1] for p in VECTORS} == names
 
 
 def test_loss_false_on_an_assistant_turn_is_honoured(tokenizer_dir: Callable[[str], Path]) -> None:

@@ -4,7 +4,7 @@ time, for tests, notebooks and custom pipelines."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _core
@@ -53,7 +53,7 @@ class Encoder:
         template: None for the tokenizer's own chat template, a built-in XTuner template name
             (``sftpack templates list``), or a path to a Jinja file.
         max_length: longer conversations follow ``overlong``: "drop" (raise RecordError),
-            "truncate" or "error".
+            "truncate" or "error"; None (the default here, unlike a job's settings): no limit.
         template_kwargs: extra variables for Jinja templates (e.g. ``{"enable_thinking": False}``).
         template_source: the template's full source as a pack's manifest records it; ``template``
             then only names it (see :meth:`for_pack`).
@@ -70,6 +70,8 @@ class Encoder:
     ) -> None:
         settings = job_settings([], tokenizer, template=template, max_length=max_length, overlong=overlong,
                                 template_kwargs=template_kwargs, template_source=template_source)
+        if max_length is None:  # one record at a time: its length is the caller's to judge
+            settings = replace(settings, encode=replace(settings.encode, max_length=None))
         self._encoder = _core.PyEncoder(json.dumps(settings.to_engine()))
         self.template_kwargs = dict(template_kwargs or {})
 

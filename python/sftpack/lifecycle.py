@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,47 +129,66 @@ def reply_prompt_mismatch(encoder: Any, record: dict[str, Any]) -> dict[str, Any
     return None
 
 
-def template_check(tokenizer: Path, template: str | None, records: list[dict[str, Any]],
-                   template_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def template_check(tokenizer: Path, data: Sequence[str | Path], template: str | None = None,
+                   template_kwargs: dict[str, Any] | None = None, n: int = 100, format: str | None = None,
+                   map_fn: str | None = None) -> list[dict[str, Any]]:
     """Compares sftpack's training ids (with ``template``) against the tokenizer's own chat
     template via transformers, record by record, and checks that the generation prompt chat and
-    samples use for each reply continues the training ids; returns the first problem of each."""
+    samples use for each reply continues the training ids; returns the first problem of each.
+
+    The first ``n`` records of ``data`` are read by the engine, as training reads them (every
+    format it reads, ``format`` and ``map_fn`` included); each result names its record as
+    ``where`` (file:line, and the element of a JSON array).
+    """
     from transformers import AutoTokenizer  # noqa: PLC0415
 
     from .encoding import Encoder  # noqa: PLC0415
     from .errors import RecordError  # noqa: PLC0415
+    from .jobs import samples  # noqa: PLC0415
 
     reference = AutoTokenizer.from_pretrained(str(tokenizer))
     kwargs = template_kwargs or {}
     encoder = Encoder(tokenizer, template=template, template_kwargs=kwargs)
-    results = []
-    for index, record in enumerate(records):
-        messages = record.get("messages", record)
-        record = {"messages": messages, **({"tools": record["tools"]} if "tools" in record else {})}
+    results: list[dict[str, Any]] = []
+    # overlong=truncate: a record's length is preprocess's business, not the template's
+    for sample in samples(data, tokenizer, n, template=template, template_kwargs=kwargs, format=format,
+                          map_fn=map_fn, overlong="truncate"):
+        where = f"{sample['file']}:{sample['line']}" + (
+            f" (element {sample['index']})" if sample.get("index") is not None else "")
+        record = sample.get("record")
         try:
+            if record is None:
+                raise RecordError(problems_text(sample["problems"]), sample["problems"])
             ours = encoder.encode(record).input_ids
             mismatch = reply_prompt_mismatch(encoder, record)
         except RecordError as error:
-            results.append({"record": index, "status": "rejected by sftpack", "detail": str(error)})
+            results.append({"where": where, "status": "rejected by sftpack", "detail": str(error)})
             continue
         if mismatch:
-            results.append({"record": index, "status": "prompt differs", **mismatch,
+            results.append({"where": where, "status": "prompt differs", **mismatch,
                             "detail": f"the generation prompt before message {mismatch['message']} is not the "
                                       f"training ids up to its reply (first difference at token "
                                       f"{mismatch['position']})"})
             continue
+        messages = [{k: v for k, v in m.items() if k != "loss"} for m in record["messages"]]
         try:
-            rendered: Any = reference.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+            rendered: Any = reference.apply_chat_template(messages, tools=record.get("tools"), tokenize=True,
+                                                          return_dict=True, **kwargs)
             theirs = list(rendered["input_ids"])
         except Exception as error:  # the tokenizer's template refuses it
-            results.append({"record": index, "status": "rejected by the tokenizer's template", "detail": str(error)})
+            results.append({"where": where, "status": "rejected by the tokenizer's template", "detail": str(error)})
             continue
         if ours == theirs:
-            results.append({"record": index, "status": "identical", "tokens": len(ours)})
+            results.append({"where": where, "status": "identical", "tokens": len(ours)})
             continue
         pairs = enumerate(zip(ours, theirs, strict=False))
         at = next((i for i, (a, b) in pairs if a != b), min(len(ours), len(theirs)))
-        results.append({"record": index, "status": "differs", "position": at,
+        results.append({"where": where, "status": "differs", "position": at,
                         "sftpack": reference.decode(ours[max(0, at - 8): at + 8]),
                         "tokenizer": reference.decode(theirs[max(0, at - 8): at + 8])})
     return results
+
+
+def problems_text(problems: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{p['kind']}" + (f" at {p['path']}" if p.get("path") else "") + f": {p['message']}"
+                     for p in problems)

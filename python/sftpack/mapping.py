@@ -94,7 +94,7 @@ def fingerprint(function: MapFn) -> str:
         source = Path(file).read_bytes() if file and Path(file).is_file() else inspect.getsource(function).encode()
     except (OSError, TypeError):
         warnings.warn(f"map function {qualified}: its source cannot be read, so the pack key cannot tell when it "
-                      "changes; pass --overwrite after changing it", stacklevel=3)
+                      "changes; use `overwrite: true` after changing it", stacklevel=3)
         source = b""
     return hashlib.sha256(qualified.encode() + b"\0" + source).hexdigest()
 

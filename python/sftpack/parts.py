@@ -155,7 +155,7 @@ def _clear_pack_dir(target: Path) -> None:
               and not p.name.endswith(".tmp")]
     if others:
         raise ConfigError(f"{target} holds files that are not a pack's ({', '.join(sorted(others)[:5])})\n"
-                          "hint: choose an empty or new --out folder")
+                          "hint: choose an empty or new `out` folder")
     for path in target.iterdir():
         if path.is_dir():
             shutil.rmtree(path)
@@ -187,7 +187,7 @@ def merge_packs(parts: Sequence[PathLike], out: PathLike, *, overwrite: bool = F
         if json.loads(existing.read_text()).get("key") == key:
             return {"status": "up to date", "out": str(target), "manifest": json.loads(existing.read_text())}
         if not overwrite:
-            raise ConfigError(f"{target} holds another pack\nhint: choose another --out, or pass --overwrite")
+            raise ConfigError(f"{target} holds another pack\nhint: choose another `out`, or use `overwrite: true`")
     _clear_pack_dir(target)
     merged_from = [{"path": str(d), "key": m["key"], "partition": m["config"]["partition"]}
                    for d, m in zip(dirs, manifests, strict=True)]

@@ -61,13 +61,15 @@ def make_base_model(target: Path, seed: int = 0) -> None:
     AutoModelForCausalLM.from_config(config).save_pretrained(str(target))
 
 
-def recipe(out: Path, steps: int) -> dict[str, Any]:
+def recipe(steps: int) -> dict[str, Any]:
+    """The recipe quickstart trains with; its paths are relative to the folder it is written to,
+    so `sftpack train OUT/recipe.yaml` runs it again from anywhere."""
     return {
-        "model": {"path": str(out / "base-model"), "dtype": "float32", "attention": "auto"},
+        "model": {"path": "base-model", "dtype": "float32", "attention": "auto"},
         "method": {"name": "full"},
-        "data": {"pack": str(out / "pack"), "batch_size": 4, "seed": 0},
+        "data": {"pack": "pack", "batch_size": 4, "seed": 0},
         "optim": {"lr": 3e-3, "warmup_steps": 20, "scheduler": "cosine", "max_steps": steps, "weight_decay": 0.0},
-        "output": {"dir": str(out / "run"), "log_every": 10, "eval_every": 100},
+        "output": {"dir": "run", "log_every": 10, "eval_every": 100},
         "seed": 0,
     }
 
@@ -86,10 +88,8 @@ def quickstart(out: Path, steps: int = 300) -> dict[str, Any]:
     print(f"preprocessed {counts['records_read']:,} conversations into {counts['rows']:,} rows "
           f"({100 * counts['packing_efficiency']:.1f}% full); {result['manifest']['validation']['records']:,} "
           f"held out for evaluation")
-    settings = recipe(out, steps)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    model_dir = train(load_config(raw=settings))
-    shutil.copy(out / "run" / "metrics.jsonl", out / "metrics.jsonl")
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe(steps), sort_keys=False))
+    model_dir = train(load_config(out / "recipe.yaml"))
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
@@ -100,5 +100,5 @@ def quickstart(out: Path, steps: int = 300) -> dict[str, Any]:
         reply = generate_reply(model, chat, [{"role": "user", "content": prompt}], max_new_tokens=24)
         answers.append({"prompt": prompt, "reply": reply, "expected": answer(color, animal),
                         "correct": reply == answer(color, animal), "seen_in_training": seen})
-    evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "eval_loss" in r]
+    evals = [r for r in map(json.loads, (out / "run" / "metrics.jsonl").read_text().splitlines()) if "eval_loss" in r]
     return {"model": str(model_dir), "pack": str(out / "pack"), "answers": answers, "evaluations": evals}

@@ -33,7 +33,7 @@ def import_ray() -> Any:
     try:
         import ray  # noqa: PLC0415
     except ImportError as error:
-        raise ConfigError("--engine ray needs Ray, which is not installed\n"
+        raise ConfigError("`engine: ray` needs Ray, which is not installed\n"
                           "hint: pip install 'sftpack[ray]'") from error
     return ray
 
@@ -84,7 +84,7 @@ def preprocess_on_ray(settings: PreprocessSettings, progress: Callable[[Progress
     ``ray``: the actors, CPUs per actor and each part's node, time and status."""
     ray = import_ray()
     if settings.num_shards is not None:
-        raise ConfigError("--engine ray splits the job into parts itself; leave --num-shards and --shard-index out")
+        raise ConfigError("`engine: ray` splits the job into parts itself; leave `num_shards` and `shard_index` out")
     settings = replace(settings, out=os.path.abspath(settings.out),
                        job=replace(settings.job, inputs=tuple(os.path.abspath(p) for p in settings.job.inputs),
                                    tokenizer=os.path.abspath(settings.job.tokenizer),

@@ -4,37 +4,48 @@
       .encode            rust/src/encode.rs           EncodeOptions
     PreprocessSettings   rust/src/preprocess/mod.rs   PreprocessConfig  preprocess
 
-Defaults are set here once. The Python API, YAML files and command-line flags all build these
-through :func:`job_settings` and :func:`preprocess_settings`, which report every problem at
-once. ``to_engine()`` is the JSON the engine reads; :meth:`PreprocessSettings.from_manifest`
-reads back what a pack's manifest records, so a pack says exactly how it was made.
+Defaults and choices come from the engine once (``_core.settings_defaults()``: max_length 4096,
+the overlong policies, the formats, the "tokenizer" template, ...). The Python API, YAML files,
+command-line flags and the studio all build these through :func:`job_settings` and
+:func:`preprocess_settings`, which report every problem at once. ``to_engine()`` is the JSON
+the engine reads; :meth:`PreprocessSettings.from_manifest` reads back what a pack's manifest
+records, so a pack says exactly how it was made. Messages and hints name settings in backticks
+(`max_length`, `overlong: truncate`), as YAML and this API spell them; the command line shows
+them as its flags (--max-length, --overlong truncate).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from . import _core
 from .errors import ConfigError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-OVERLONG = ("drop", "truncate", "error")
-FORMATS = ("openai", "xtuner", "alpaca", "sharegpt", "oasst_tree", "oasst")
-# What `sftpack preprocess` packs to when --max-length is not given (the Python API asks for it).
-DEFAULT_MAX_LENGTH = 4096
+ENGINE_DEFAULTS: dict[str, Any] = json.loads(_core.settings_defaults())
+OVERLONG: tuple[str, ...] = tuple(ENGINE_DEFAULTS["overlong"])
+FORMATS: tuple[str, ...] = tuple(ENGINE_DEFAULTS["formats"])
+# The longest conversation where none is given: preprocess's row length, and what check and
+# inspect count as too long.
+DEFAULT_MAX_LENGTH: int = ENGINE_DEFAULTS["max_length"]
+# The template setting that names the tokenizer's own chat template (the default).
+TOKENIZER_TEMPLATE: str = ENGINE_DEFAULTS["template"]
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
     """How each conversation becomes ids (rust EncodeOptions)."""
 
-    max_length: int | None = None
-    overlong: str = "drop"
+    max_length: int | None = DEFAULT_MAX_LENGTH
+    overlong: str = OVERLONG[0]
     template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,7 +60,7 @@ class JobSettings:
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     threads: int | None = None
     map_fn: str | None = None
-    examples_per_kind: int = 5
+    examples_per_kind: int = ENGINE_DEFAULTS["examples_per_kind"]
     # The template's full source as a manifest records it (chat and samples rebuild a pack's
     # template from it); `template` then only names it.
     template_source: str | None = None
@@ -77,13 +88,13 @@ class PreprocessSettings:
 
     job: JobSettings
     out: str
-    pack: bool = True
-    seed: int = 0
-    window: int = 25_000
-    shard_size_mb: int = 512
+    pack: bool = ENGINE_DEFAULTS["pack"]
+    seed: int = ENGINE_DEFAULTS["seed"]
+    window: int = ENGINE_DEFAULTS["window"]
+    shard_size_mb: int = ENGINE_DEFAULTS["shard_bytes"] >> 20
     overwrite: bool = False
     val_size: float | int | None = None
-    progress_interval_ms: int = 500
+    progress_interval_ms: int = ENGINE_DEFAULTS["progress_interval_ms"]
     # A partitioned run prepares part `shard_index` of `num_shards` (records by position modulo
     # num_shards); `sftpack pack merge` joins the parts.
     num_shards: int | None = None
@@ -123,7 +134,7 @@ class PreprocessSettings:
         job = JobSettings(
             inputs=tuple(i["path"] for i in manifest["inputs"]),
             tokenizer=str(tokenizer.parent if tokenizer.name == "tokenizer.json" else tokenizer),
-            template=None if manifest["template"]["name"] == "tokenizer" else manifest["template"]["name"],
+            template=None if manifest["template"]["name"] == TOKENIZER_TEMPLATE else manifest["template"]["name"],
             format=config["format"],
             encode=EncodeSettings(max_length=encode["max_length"], overlong=encode["overlong"],
                                   template_kwargs=dict(encode["template_kwargs"])),
@@ -150,7 +161,7 @@ def validation_size(value: float | int | str | None) -> dict[str, float | int] |
     if number >= 1 and number.is_integer():
         return {"documents": int(number)}
     raise ConfigError(f"val_size: {value!r} is neither a share between 0 and 1 nor a whole number of records\n"
-                      "hint: --val-size 0.05 holds out 5% of the records, --val-size 500 holds out 500")
+                      "hint: `val_size: 0.05` holds out 5% of the records, `val_size: 500` holds out 500")
 
 
 def _number(value: Any) -> float:
@@ -162,11 +173,11 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-JOB_OPTIONS = ("template", "format", "max_length", "overlong", "threads", "template_kwargs", "map_fn",
-               "examples_per_kind", "template_source")
-PREPROCESS_OPTIONS = ("pack", "seed", "window", "shard_size_mb", "overwrite", "val_size", "progress_interval_ms",
-                      "num_shards", "shard_index", "engine", "ray_address", "ray_actors", "ray_cpus_per_actor",
-                      "ray_parts")
+# The options job_settings and preprocess_settings take: the settings' own fields (a job's
+# encode options flattened into it), named once, by the dataclasses.
+JOB_OPTIONS = tuple(f.name for f in fields(JobSettings) if f.name not in ("inputs", "tokenizer", "encode")) + tuple(
+    f.name for f in fields(EncodeSettings))
+PREPROCESS_OPTIONS = tuple(f.name for f in fields(PreprocessSettings) if f.name not in ("job", "out"))
 ENGINES = ("local", "ray")
 
 
@@ -179,8 +190,11 @@ class _Problems:
             self.items.append(message)
 
     def raise_if_any(self, what: str) -> None:
+        """One error listing every problem, each led by the setting it is about, in backticks (the
+        command line shows the setting as its flag)."""
         if self.items:
-            raise ConfigError(f"{len(self.items)} problem(s) in the {what} settings:\n  " + "\n  ".join(self.items))
+            lines = [re.sub(r"^([a-z_]+): ", r"`\1`: ", item) for item in self.items]
+            raise ConfigError(f"{len(lines)} problem(s) in the {what} settings:\n  " + "\n  ".join(lines))
 
 
 def _positive_int(value: Any) -> bool:
@@ -199,7 +213,7 @@ def _job(inputs: Sequence[PathLike], tokenizer: PathLike, options: dict[str, Any
                    f"format: {get('format')!r} is not one of {list(FORMATS)}")
     problems.check(_optional(get("max_length"), _positive_int),
                    f"max_length: expected a positive whole number of tokens, found {get('max_length')!r}")
-    problems.check(get("overlong", "drop") in OVERLONG,
+    problems.check(get("overlong", OVERLONG[0]) in OVERLONG,
                    f"overlong: {get('overlong')!r} is not one of {list(OVERLONG)}")
     problems.check(_optional(get("threads"), _positive_int),
                    f"threads: expected a positive whole number, found {get('threads')!r}")
@@ -207,14 +221,14 @@ def _job(inputs: Sequence[PathLike], tokenizer: PathLike, options: dict[str, Any
                    f"template_kwargs: expected a mapping of template variables, found {get('template_kwargs')!r}")
     problems.check(_optional(get("map_fn"), lambda v: isinstance(v, str)),
                    f"map_fn: expected file.py:function, module:function or a built-in name, found {get('map_fn')!r}")
-    problems.check(_positive_int(get("examples_per_kind", 5)),
+    problems.check(_positive_int(get("examples_per_kind", JobSettings.examples_per_kind)),
                    f"examples_per_kind: expected a positive whole number, found {get('examples_per_kind')!r}")
-    encode = EncodeSettings(max_length=get("max_length"), overlong=get("overlong") or "drop",
-                            template_kwargs=dict(get("template_kwargs") or {}))
-    return JobSettings(inputs=tuple(os.fspath(p) for p in inputs), tokenizer=os.fspath(tokenizer),
-                       template=get("template"), format=get("format"), encode=encode, threads=get("threads"),
-                       map_fn=get("map_fn"), examples_per_kind=get("examples_per_kind", 5),
-                       template_source=get("template_source"))
+    encode = replace(EncodeSettings(), **{f.name: options[f.name] for f in fields(EncodeSettings) if f.name in options})
+    kwargs = encode.template_kwargs
+    encode = replace(encode, template_kwargs=dict(kwargs) if isinstance(kwargs, dict) else {})
+    own = {f.name: options[f.name] for f in fields(JobSettings) if f.name in options}
+    return JobSettings(inputs=tuple(os.fspath(p) for p in inputs), tokenizer=os.fspath(tokenizer), encode=encode,
+                       **own)
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -288,7 +302,5 @@ def preprocess_settings(inputs: Sequence[PathLike], tokenizer: PathLike, out: Pa
         validation_size(settings.val_size)
     except ConfigError as error:
         problems.items.append(str(error).split("\n")[0])
-    if settings.pack and job.encode.max_length is None:
-        problems.items.append("max_length: packing needs the row length (pass max_length=4096, or pack=False)")
     problems.raise_if_any("preprocess")
     return settings

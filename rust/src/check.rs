@@ -13,7 +13,7 @@ use crate::pipeline::{
     build_encoder, detect_format, forced_format, open_encoder, process, stream, JobConfig, Positioned, Source,
 };
 use crate::read::{self, RawRecord};
-use crate::schema::Format;
+use crate::schema::{Conversation, Format};
 use crate::tally::Tally;
 
 /// Where a record lives and what is wrong with it.
@@ -205,6 +205,10 @@ pub struct Sample {
     pub runs: Vec<(String, bool)>,
     /// Per role ("system", "user", "assistant", "tool", "template"): `[tokens, trained tokens]`.
     pub roles: BTreeMap<&'static str, [usize; 2]>,
+    /// The conversation as sftpack read it, in OpenAI `messages` form whatever the file's format
+    /// (what `sftpack template check` compares against the tokenizer's own template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
 }
@@ -221,22 +225,19 @@ fn runs(encoder: &Encoder, ids: &[u32], mask: &[u8]) -> Vec<(String, bool)> {
     out
 }
 
+/// The record's conversation, when it parses (a record that does not has problems instead).
+fn conversation_of(raw: &RawRecord, format: Option<Format>) -> Option<Conversation> {
+    let record = crate::schema::parse_json(raw.text.as_ref().ok()?).ok()?;
+    crate::schema::to_conversation(format.or_else(|| Format::detect(&record))?, &record).ok()
+}
+
 /// Tokens and trained tokens per role; empty when roles cannot be told apart.
 fn role_counts(
     encoder: &Encoder,
-    raw: &RawRecord,
-    format: Option<Format>,
+    conversation: &Conversation,
     encoded: &Encoded,
 ) -> BTreeMap<&'static str, [usize; 2]> {
-    let conversation = raw
-        .text
-        .as_ref()
-        .ok()
-        .and_then(|t| crate::schema::parse_json(t).ok())
-        .and_then(|r| crate::schema::to_conversation(format.or_else(|| Format::detect(&r))?, &r).ok());
-    let roles = conversation
-        .and_then(|c| encoder.token_roles(&c).ok())
-        .unwrap_or_default();
+    let roles = encoder.token_roles(conversation).unwrap_or_default();
     let mut counts: BTreeMap<&'static str, [usize; 2]> = BTreeMap::new();
     if roles.len() < encoded.ids.len() {
         return counts;
@@ -276,14 +277,19 @@ pub fn samples(config: &JobConfig, n: usize, mapper: Option<&dyn RecordMapper>) 
                 trained_tokens: 0,
                 runs: Vec::new(),
                 roles: BTreeMap::new(),
+                record: None,
                 problems: Vec::new(),
             };
+            let conversation = conversation_of(&raw, format);
+            sample.record = conversation.as_ref().map(Conversation::to_openai);
             match process(&raw, format, &encoder) {
                 Outcome::Encoded(e) => {
                     sample.tokens = e.ids.len();
                     sample.trained_tokens = e.trained_tokens();
                     sample.runs = runs(&encoder, &e.ids, &e.mask);
-                    sample.roles = role_counts(&encoder, &raw, format, &e);
+                    if let Some(conversation) = &conversation {
+                        sample.roles = role_counts(&encoder, conversation, &e);
+                    }
                 }
                 Outcome::Rejected(problems) => sample.problems = problems,
                 Outcome::Dropped(problem) => sample.problems = vec![problem],

@@ -11,12 +11,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Problem, Result};
-use crate::mask::{render_jinja, token_mask, turn_spans, Rendered, TemplateTraits};
+use crate::mask::{message_regions, render_jinja, token_mask, Rendered, TemplateTraits};
 use crate::profile::{self, Stage};
 use crate::schema::{Conversation, Role};
 use crate::template::builtin::Segments;
 use crate::template::{BuiltinTemplate, ChatTemplate};
 use crate::tokenize::{Flavor, TokenizerBundle};
+
+/// The longest conversation, in tokens, where a job's settings give none: preprocess's row length,
+/// and what check and inspect count as too long.
+pub const DEFAULT_MAX_LENGTH: usize = 4096;
 
 /// What to do with a conversation longer than `max_length` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -31,10 +35,29 @@ pub enum Overlong {
     Error,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+fn default_max_length() -> Option<usize> {
+    Some(DEFAULT_MAX_LENGTH)
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            max_length: default_max_length(),
+            overlong: Overlong::default(),
+            template_kwargs: Map::new(),
+        }
+    }
+}
+
+impl Overlong {
+    pub const ALL: [Overlong; 3] = [Overlong::Drop, Overlong::Truncate, Overlong::Error];
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeOptions {
-    #[serde(default)]
+    /// None: no limit (a job's settings always give one; an `Encoder` of the Python API has none).
+    #[serde(default = "default_max_length")]
     pub max_length: Option<usize>,
     #[serde(default)]
     pub overlong: Overlong,
@@ -195,7 +218,7 @@ impl Encoder {
                 Overlong::Drop | Overlong::Error => {
                     return Outcome::Dropped(
                         Problem::new(DROP_TOO_LONG, "", format!("{len} tokens > max_length {max}")).hint(
-                            "raise --max-length, or pass --overlong truncate to keep the first max_length tokens",
+                            "raise `max_length`, or use `overlong: truncate` to keep the first max_length tokens",
                         ),
                     )
                 }
@@ -219,18 +242,22 @@ impl Encoder {
     /// template adds between turns. For display (`sftpack inspect`), not for training.
     pub fn token_roles(&self, conversation: &Conversation) -> std::result::Result<Vec<&'static str>, Problem> {
         match &self.template {
-            ChatTemplate::Jinja { template, .. } => {
-                let traits = self
-                    .traits
-                    .as_ref()
-                    .ok_or_else(|| Problem::new("template_error", "", "no traits"))?;
-                let (text, spans) = turn_spans(template, traits, conversation, &self.options.template_kwargs)?;
-                let tokens = self.tokenizer.encode(Flavor::Transformers, &text, &[], true)?;
+            ChatTemplate::Jinja { .. } => {
+                let rendered = self.render(conversation).map_err(|problems| {
+                    problems
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| Problem::new("template_error", "", ""))
+                })?;
+                let tokens = self
+                    .tokenizer
+                    .encode(Flavor::Transformers, &rendered.text, &rendered.content, true)?;
+                let regions = message_regions(&rendered, conversation);
                 let role_at = |start: usize| {
-                    spans
+                    regions
                         .iter()
                         .zip(&conversation.messages)
-                        .find(|(span, _)| span.as_ref().is_some_and(|r| r.contains(&start)))
+                        .find(|(ranges, _)| ranges.iter().any(|r| r.contains(&start)))
                         .map_or("template", |(_, m)| m.role.as_str())
                 };
                 Ok(tokens.starts.iter().map(|&s| role_at(s)).collect())

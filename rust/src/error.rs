@@ -43,7 +43,7 @@ pub enum Error {
     Output(Diagnostic),
     #[error("interrupted; run the same command again to resume from the last completed window")]
     Interrupted,
-    /// `--overlong error`: a conversation longer than max_length stops the job.
+    /// `overlong: error`: a conversation longer than max_length stops the job.
     #[error("{}\nhint: {}", self.message(), self.fix().unwrap_or_default())]
     Overlong { location: String, detail: String },
 }
@@ -102,7 +102,7 @@ impl Error {
                 d.message.clone()
             }
             Error::Overlong { location, detail } => format!(
-                "{location}: the conversation is too long ({detail}), and --overlong error stops the run; nothing was written"
+                "{location}: the conversation is too long ({detail}), and `overlong: error` stops the run; nothing was written"
             ),
             other => other.to_string(),
         }
@@ -115,7 +115,7 @@ impl Error {
                 d.hint.clone()
             }
             Error::Overlong { .. } => Some(
-                "raise --max-length, or pass --overlong drop (skip and count such records) or --overlong truncate"
+                "raise `max_length`, or use `overlong: drop` (skip and count such records) or `overlong: truncate`"
                     .into(),
             ),
             Error::Io { .. } | Error::Interrupted => None,

@@ -254,7 +254,7 @@ fn trained_spans(
                 None if renderer.leaves_out(i, text) => continue,
                 None => {
                     return Err(Problem::new("template_error", format!("messages[{i}]"), "cannot find where the template puts this message")
-                        .hint("the template rewrites this message's content; mark the record with \"loss\" flags differently or use another --template"))
+                        .hint("the template rewrites this message's content; mark the record with \"loss\" flags differently or use another `template`"))
                 }
             },
         };
@@ -264,12 +264,14 @@ fn trained_spans(
     Ok(trained)
 }
 
-/// Where an assistant message without content (a tool call) starts when the generation prompt
-/// is not a prefix of the whole rendering (Qwen3 with `enable_thinking: false` puts an empty
-/// think block in the prompt that history turns lack). Only where the turns before the message
-/// render exactly as in the whole: the span then starts where the whole and the generation
-/// prompt part, moved back to just after a special token or whitespace (so it never splits a
-/// token such as `<tool_call>` that starts like `<think>`).
+/// Where an assistant message starts when the generation prompt is not a prefix of the whole
+/// rendering (Qwen3 with `enable_thinking: false` puts an empty think block in the prompt that
+/// history turns lack): as transformers' prefix rule would put it, where the whole and the
+/// generation prompt part. Only where the turns before the message render exactly as in the
+/// whole; the point moves back to just after a special token or whitespace (so it never splits
+/// a token such as `<tool_call>` that starts like `<think>`). For a message with content, only
+/// where nothing but whitespace lies between that point and the content (the header's newline
+/// stays untrained, as in a prefix-stable turn); otherwise the content is located instead.
 fn generation_prompt_divergence(
     renderer: &Renderer<'_>,
     text: &str,
@@ -278,7 +280,7 @@ fn generation_prompt_divergence(
     message: &crate::schema::Message,
     tokenizer: &TokenizerBundle,
 ) -> Option<usize> {
-    if message.role != Role::Assistant || !message.text().trim().is_empty() {
+    if message.role != Role::Assistant {
         return None;
     }
     let history = renderer
@@ -293,9 +295,15 @@ fn generation_prompt_divergence(
         .iter()
         .map(|r| r.end)
         .collect();
-    (floor..=shared).rev().find(|&p| {
+    let start = (floor..=shared).rev().find(|&p| {
         text.is_char_boundary(p) && (token_ends.contains(&p) || text[..p].ends_with(|c: char| c.is_whitespace()))
-    })
+    })?;
+    let content = message.text().trim();
+    if content.is_empty() {
+        return Some(start);
+    }
+    let at = text.get(start..)?.find(content)? + start;
+    text[start..at].trim().is_empty().then_some(start)
 }
 
 /// Mistral's v2/v3 templates put the tools block before the *last* user turn, so no prefix of
@@ -344,34 +352,36 @@ fn insertion(short: &str, long: &str) -> Option<(usize, usize)> {
     Some((at, inserted))
 }
 
-/// A message's whole turn in the rendering, if the template renders it prefix-stably.
-pub type TurnSpan = Option<Range<usize>>;
-
-/// The full rendering and, per message, the bytes of its whole turn (header included) where the
-/// template is prefix-stable for it; for `sftpack inspect`'s tokens-per-role counts.
-pub fn turn_spans(
-    template: &JinjaTemplate,
-    traits: &TemplateTraits,
-    conversation: &Conversation,
-    kwargs: &Map<String, Value>,
-) -> Result<(String, Vec<TurnSpan>), Problem> {
-    let renderer = Renderer::new(template, traits, conversation, kwargs);
-    let text = renderer.render_whole()?;
-    let prefix_end = |n: usize| {
-        let rendered = if n == 0 {
-            Ok(String::new())
-        } else {
-            renderer.render_closed(n)
-        };
-        rendered.ok().filter(|r| text.starts_with(r.as_str())).map(|r| r.len())
-    };
-    let spans = (0..conversation.messages.len())
-        .map(|i| match (prefix_end(i), prefix_end(i + 1)) {
-            (Some(s), Some(e)) if e > s => Some(s..e),
-            _ => None,
-        })
-        .collect();
-    Ok((text, spans))
+/// Per message, the bytes of the rendering that are its own: its content (located in order) and,
+/// for a trained message, its trained span (a reply's think block or tool call included). What
+/// lies outside every message's bytes (headers, separators) the template adds. For `sftpack
+/// inspect`'s tokens per role, not for training.
+pub fn message_regions(rendered: &Rendered, conversation: &Conversation) -> Vec<Vec<Range<usize>>> {
+    let text = &rendered.text;
+    let mut spans = rendered.trained.iter().peekable();
+    let mut cursor = 0;
+    let mut out = Vec::with_capacity(conversation.messages.len());
+    for message in &conversation.messages {
+        let content = message.text().trim();
+        let found = (!content.is_empty())
+            .then(|| {
+                text.get(cursor..)?
+                    .find(content)
+                    .map(|at| cursor + at..cursor + at + content.len())
+            })
+            .flatten();
+        let mut regions: Vec<Range<usize>> = found.iter().cloned().collect();
+        if message.trained() {
+            let holds = |span: &&Range<usize>| match &found {
+                Some(c) => span.start <= c.start && c.end <= span.end,
+                None => span.start >= cursor,
+            };
+            regions.extend(spans.next_if(holds).cloned());
+        }
+        cursor = regions.iter().map(|r| r.end).max().unwrap_or(cursor);
+        out.push(regions);
+    }
+    out
 }
 
 /// Fallback for templates that are not prefix-stable: the span starts at `from` (the end of the

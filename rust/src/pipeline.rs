@@ -43,7 +43,7 @@ pub struct JobConfig {
     pub map_fn: Option<MapFnIdentity>,
 }
 
-fn default_examples() -> usize {
+pub(crate) fn default_examples() -> usize {
     5
 }
 

@@ -132,13 +132,24 @@ impl Encoder {
         }
     }
 
-    /// Adds the special tokens spelled in `text` as ids, or `text` itself when it spells none.
+    /// Adds the special tokens spelled in `text` as ids, or `text` itself when it spells none,
+    /// with the text it decodes back to when that differs (a SentencePiece tokenizer writes the
+    /// `▁` in DeepSeek's `<｜end▁of▁sentence｜>` back as a space): generated text is decoded.
     fn add_stop(&self, text: &str, stops: &mut StopTokens) {
         let specials = self.tokenizer.special_tokens_in(text);
         if specials.is_empty() {
             let text = text.trim();
             if !text.is_empty() {
                 stops.texts.push(text.to_string());
+                let decoded = self
+                    .tokenizer
+                    .encode(Flavor::AsFile, text, &[], false)
+                    .map(|tokens| self.tokenizer.decode(&tokens.ids));
+                if let Ok(decoded) = decoded.as_deref().map(str::trim) {
+                    if !decoded.is_empty() && decoded != text {
+                        stops.texts.push(decoded.to_string());
+                    }
+                }
             }
             return;
         }

@@ -320,6 +320,13 @@ fn normalize_preprocess_config(config_json: &str) -> PyResult<String> {
     serde_json::to_string(&config).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// settings_defaults() -> json: the defaults and choices of a job's settings (max_length,
+/// overlong, formats, template, ...), as the engine applies them.
+#[pyfunction]
+fn settings_defaults() -> String {
+    crate::preprocess::settings_defaults().to_string()
+}
+
 /// builtin_templates() -> json object of XTuner prompt templates by name.
 #[pyfunction]
 fn builtin_templates() -> String {
@@ -339,6 +346,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(samples, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_preprocess_config, m)?)?;
+    m.add_function(wrap_pyfunction!(settings_defaults, m)?)?;
     m.add_class::<PyEncoder>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -28,6 +28,7 @@ from . import (
     templates,
     train,
 )
+from ._common import as_flags
 
 COMMANDS = [check, inspect, preprocess, pack, train, quickstart, configs, convert, merge, chat, template, templates,
             convert_tokenizer, demo, studio]
@@ -50,9 +51,9 @@ def report_error(error: SftpackError | OSError) -> None:
     """Every command reports a failure the same way, on stderr: ``error:`` what happened and
     where, then ``hint:`` how to fix it when sftpack knows."""
     if isinstance(error, SftpackError):
-        print(f"error: {error.message}", file=sys.stderr)
+        print(f"error: {as_flags(error.message)}", file=sys.stderr)
         if error.hint:
-            print(f"hint: {error.hint}", file=sys.stderr)
+            print(f"hint: {as_flags(error.hint)}", file=sys.stderr)
     else:
         print(f"error: {error}", file=sys.stderr)
 

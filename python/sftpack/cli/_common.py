@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, TextIO
 
-from ..settings import DEFAULT_MAX_LENGTH, FORMATS, OVERLONG
+from ..settings import DEFAULT_MAX_LENGTH, FORMATS, JOB_OPTIONS, OVERLONG, PREPROCESS_OPTIONS
 
 
 def add_engine_arguments(
@@ -25,8 +26,8 @@ def add_engine_arguments(
     parser.add_argument("--format", choices=FORMATS,
                         help="dataset format; default: detected per file")
     parser.add_argument("--max-length", type=int, metavar="N",
-                        help="longest conversation in tokens (preprocess: the row length, default "
-                             f"{DEFAULT_MAX_LENGTH})")
+                        help=f"longest conversation in tokens (default {DEFAULT_MAX_LENGTH}); preprocess packs rows "
+                             "of this length, check and inspect count longer records as too long")
     parser.add_argument("--overlong", choices=OVERLONG,
                         help="conversations over --max-length: drop (skip, counted in rejects; default), "
                              "truncate (keep the first max-length tokens) or error (preprocess stops, naming "
@@ -40,15 +41,34 @@ def add_engine_arguments(
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "template": args.template,
-        "format": args.format,
-        "max_length": args.max_length,
-        "overlong": args.overlong,
-        "threads": args.threads,
-        "template_kwargs": args.template_kwargs,
-        "map_fn": args.map_fn,
-    }
+    """The job settings the parsed flags give (flags are the settings' names with dashes); the
+    typed settings (sftpack.settings) validate them."""
+    return {name: getattr(args, name) for name in JOB_OPTIONS if hasattr(args, name)}
+
+
+# Messages and hints name settings in backticks, as YAML and the Python API spell them
+# (`max_length`, `overlong: truncate`); on the command line the same settings are flags.
+SETTING = re.compile(r"`([a-z_]+)(?:: ([^`\n]+))?`")
+FLAG_SETTINGS = frozenset({*JOB_OPTIONS, *PREPROCESS_OPTIONS, "out", "tokenizer"})
+
+
+def as_flags(text: str | None) -> str | None:
+    """``text`` with each setting it names spelled as its flag: `max_length` -> --max-length,
+    `overlong: truncate` -> --overlong truncate, `overwrite: true` -> --overwrite, `pack: false`
+    -> --no-pack."""
+    if text is None:
+        return None
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in FLAG_SETTINGS:
+            return match.group(0)
+        dashed = name.replace("_", "-")
+        if value is None or value == "true":
+            return f"--{dashed}"
+        return f"--no-{dashed}" if value == "false" else f"--{dashed} {value}"
+
+    return SETTING.sub(flag, text)
 
 
 def use_color(stream: TextIO = sys.stdout) -> bool:

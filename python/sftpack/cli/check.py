@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..jobs import check
-from ._common import add_engine_arguments, engine_options, where
+from ._common import add_engine_arguments, as_flags, engine_options, where
 
 HELP = "validate every record of a dataset; exit 0 only if all are usable"
 
@@ -31,7 +31,7 @@ def print_kinds(title: str, kinds: dict[str, Any], examples: int) -> None:
             path = f" at {example['path']}" if example.get("path") else ""
             print(f"    {where(example)}{path}: {example['message']}")
             if example.get("hint"):
-                print(f"      hint: {example['hint']}")
+                print(f"      hint: {as_flags(example['hint'])}")
 
 
 def print_report(report: dict[str, Any], examples: int) -> None:

@@ -12,7 +12,6 @@ from ..errors import ConfigError
 from ..preprocess import run_preprocess
 from ..ray_engine import parts_dir
 from ..settings import (
-    DEFAULT_MAX_LENGTH,
     JOB_OPTIONS,
     PREPROCESS_OPTIONS,
     PreprocessSettings,
@@ -93,7 +92,6 @@ def merged_settings(args: argparse.Namespace) -> PreprocessSettings:
         missing.insert(0, "DATA")
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}\nhint: give them as arguments or in --config")
-    settings.setdefault("max_length", DEFAULT_MAX_LENGTH)
     data, tokenizer, out = settings.pop("data"), settings.pop("tokenizer"), settings.pop("out")
     return preprocess_settings(data, tokenizer, out, **settings)
 

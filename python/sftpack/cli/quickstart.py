@@ -29,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nthe trained model on {title} ({right}/{len(answers)} right):")
         for a in answers:
             print(f"  {'✓' if a['correct'] else '✗'} {a['prompt']!r} -> {a['reply']!r}")
-    print(f"\nleft in {args.out}: pack/ (the shards), run/model/ (the trained HF model), metrics.jsonl, recipe.yaml")
+    print(f"\nleft in {args.out}: pack/ (the shards), run/ (model/: the trained HF model; metrics.jsonl), "
+          f"recipe.yaml (train it again: sftpack train {args.out / 'recipe.yaml'})")
     return 0 if all(a["correct"] for a in seen) else 1

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..settings import FORMATS
 
 HELP = ("compare sftpack's training rendering with the tokenizer's own chat template, token by token, and check "
         "that chat prompts continue the training ids")
@@ -24,33 +26,38 @@ def register(sub: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help=HELP, description=HELP + ". A record passes when its training ids "
                                "equal the tokenizer's template's and, before every trained reply, the generation "
-                               "prompt that chat and samples render is the training ids up to that reply. Exit 1 "
-                               "if any record does not.")
-    check.add_argument("data", nargs="?", type=Path, help="a JSONL of OpenAI-format records (default: samples)")
-    check.add_argument("--tokenizer", required=True, type=Path)
-    check.add_argument("--template", help="the template to check (default: the tokenizer's own)")
-    check.add_argument("-n", type=int, default=100, help="records to compare (default 100)")
+                               "prompt that chat and samples render is the training ids up to that reply. Records "
+                               "are read as preprocess reads them (any format, --format, --map-fn), each named by "
+                               "file and line. Exit 1 if any record does not pass.")
+    check.add_argument("data", nargs="*", metavar="DATA",
+                       help="dataset files or directories, any format preprocess reads (default: two samples)")
+    check.add_argument("--tokenizer", required=True, type=Path, metavar="DIR")
+    check.add_argument("--template", metavar="T", help="the template to check (default: the tokenizer's own)")
+    check.add_argument("-n", type=int, default=100, metavar="N", help="records to compare (default 100)")
     check.add_argument("--template-kwargs", metavar="JSON", type=json.loads, default=None,
                        help='extra template variables, e.g. \'{"enable_thinking": false}\'')
+    check.add_argument("--format", choices=FORMATS, help="dataset format; default: detected per file")
+    check.add_argument("--map-fn", metavar="SPEC", help="map records of another shape first (as preprocess)")
     check.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..lifecycle import template_check  # noqa: PLC0415 (needs transformers)
 
-    if args.data:
-        with args.data.open() as f:
-            records = [json.loads(line) for line in itertools.islice((x for x in f if x.strip()), args.n)]
-    else:
-        records = SAMPLES
-    results = template_check(args.tokenizer, args.template, records, args.template_kwargs)
+    with tempfile.TemporaryDirectory() as folder:
+        data = args.data
+        if not data:
+            data = [Path(folder) / "samples.jsonl"]
+            data[0].write_text("".join(json.dumps(r) + "\n" for r in SAMPLES))
+        results = template_check(args.tokenizer, data, args.template, args.template_kwargs, args.n, args.format,
+                                 args.map_fn)
     differing = [r for r in results if r["status"] != "identical"]
     for r in differing:
         if r["status"] == "differs":
-            print(f"record {r['record']}: differs at token {r['position']}\n"
+            print(f"{r['where']}: differs at token {r['position']}\n"
                   f"    sftpack:   {r['sftpack']!r}\n    tokenizer: {r['tokenizer']!r}")
         else:
-            print(f"record {r['record']}: {r['status']}: {r['detail']}")
+            print(f"{r['where']}: {r['status']}: {r['detail']}")
     same = len(results) - len(differing)
     print(f"{same}/{len(results)} records token-identical to the tokenizer's chat template, with generation prompts "
           "that continue the training ids")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.view import row_documents
 from ..errors import ConfigError
 from .launcher import STATE_DIR
 from .paths import inside, relative
@@ -181,13 +182,9 @@ class PackViews:
         encoder = self._encoder(self._tokenizer_for(pack, tokenizer))
         rows = []
         for index in range(max(0, offset), min(len(pack), offset + min(count, 50))):
-            ids, mask, cu = (pack.column(index, n) for n in ("input_ids", "loss_mask", "cu_seqlens"))
-            documents = []
-            for (file, line), start, end in zip(pack.sources(index), cu[:-1], cu[1:], strict=True):
-                runs = _runs(encoder, ids[start:end], mask[start:end])
-                documents.append({"file": relative(self.root, Path(file)), "line": line, "tokens": int(end - start),
-                                  "trained": int(mask[start:end].sum()), "runs": runs})
-            rows.append({"row": index, "tokens": int(len(ids)), "documents": documents})
+            documents = [{**doc, "file": relative(self.root, Path(doc["file"]))}
+                         for doc in row_documents(pack, index, encoder)]
+            rows.append({"row": index, "tokens": int(pack.lengths()[index]), "documents": documents})
         return {"rows": rows, "total": len(pack), "offset": offset}
 
     def rejects(self, path: str | None, offset: int, count: int) -> dict[str, Any]:
@@ -203,13 +200,6 @@ class PackViews:
                         entry["file"] = relative(self.root, Path(entry.get("file", "")))
                         entries.append(entry)
         return {"rejects": entries, "total": total, "offset": offset}
-
-
-def _runs(encoder: Any, ids: np.ndarray, mask: np.ndarray) -> list[tuple[str, bool]]:
-    """A document decoded in runs of equal mask: (text, trained)."""
-    cuts = [0, *(np.flatnonzero(np.diff(mask)) + 1).tolist(), len(ids)]
-    return [(encoder.decode(ids[a:b].tolist()), bool(mask[a]))
-            for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
 class ChatModel:

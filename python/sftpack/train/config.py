@@ -20,6 +20,9 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
     distributed: {deepspeed: zero1|zero2|zero2_offload|zero3|zero3_offload|PATH.json}  (default: none)
     seed: 0
 
+Relative paths in a recipe file (model.path, data.pack, data.packs[].path, data.eval_pack,
+output.dir, a distributed.deepspeed JSON) are relative to the recipe's folder, so a folder with
+its recipe can move; paths given as overrides are relative to where the command runs.
 Command-line overrides use dotted keys: ``sftpack train r.yaml optim.lr=1e-4 data.batch_size=8``.
 """
 
@@ -115,6 +118,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+DEEPSPEED_PRESETS = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 SECTIONS = ("model", "method", "data", "optim", "output", "distributed", "seed")
 CHOICES = {
     ("model", "dtype"): {"float32", "bfloat16", "float16"},
@@ -199,6 +203,29 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
         problems.append(f"output.{setting}: needs output.eval_every (steps between evaluations)")
 
 
+def _check_paths(config: TrainConfig, problems: list[str]) -> None:
+    """What the run will read exists and is what the recipe says it is, reported with the rest."""
+    model = Path(config.model.path)
+    if config.model.path and not (model / "config.json").is_file():
+        what = "does not exist" if not model.exists() else "is not a Hugging Face model folder (no config.json)"
+        problems.append(f"model.path: {model} {what} (download the model first, e.g. `huggingface-cli download "
+                        f"ORG/NAME --local-dir DIR`, and set model.path to that folder)")
+    packs = [("data.pack", config.data.pack)] if config.data.pack else []
+    packs += [(f"data.packs[{i}].path", item["path"]) for i, item in enumerate(config.data.packs or [])
+              if isinstance(item, dict) and isinstance(item.get("path"), str)]
+    if config.data.eval_pack:
+        packs.append(("data.eval_pack", config.data.eval_pack))
+    for name, path in packs:
+        if not (Path(path) / "manifest.json").is_file():
+            what = "does not exist" if not Path(path).exists() else "is not a pack (no manifest.json)"
+            problems.append(f"{name}: {path} {what} (make it with `sftpack preprocess DATA --tokenizer "
+                            f"{config.model.path or 'MODEL'} --out {path}`)")
+    deepspeed = config.distributed.deepspeed
+    if deepspeed and deepspeed not in DEEPSPEED_PRESETS and not Path(deepspeed).is_file():
+        problems.append(f"distributed.deepspeed: {deepspeed!r} is neither a shipped config "
+                        f"({', '.join(DEEPSPEED_PRESETS)}) nor a JSON file")
+
+
 def _validate_packs(data: DataConfig, problems: list[str]) -> None:
     if bool(data.pack) == bool(data.packs):
         problems.append("data: give exactly one of pack (a pack directory) or packs (a list of {path, weight, name})")
@@ -210,6 +237,31 @@ def _validate_packs(data: DataConfig, problems: list[str]) -> None:
         weight = item.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
             problems.append(f"data.packs[{i}].weight: must be a positive number, found {weight!r}")
+
+
+# The settings that hold paths: in a recipe file they are relative to the recipe's folder.
+PATH_SETTINGS = (("model", "path"), ("data", "pack"), ("data", "eval_pack"), ("output", "dir"),
+                 ("distributed", "deepspeed"))
+
+
+def _relative_to(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The recipe with its relative paths made absolute against ``folder`` (a shipped
+    DeepSpeed preset name stays a name)."""
+
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, str) or not value or Path(value).is_absolute() or value in DEEPSPEED_PRESETS:
+            return value
+        return str(folder / value)
+
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in recipe.items()}
+    for section, name in PATH_SETTINGS:
+        if isinstance(out.get(section), dict) and name in out[section]:
+            out[section][name] = resolve(out[section][name])
+    packs = out.get("data", {}).get("packs") if isinstance(out.get("data"), dict) else None
+    if isinstance(packs, list):
+        out["data"]["packs"] = [{**item, "path": resolve(item.get("path"))} if isinstance(item, dict) else item
+                                for item in packs]
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -226,18 +278,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                raw: dict[str, Any] | None = None) -> TrainConfig:
-    """Reads a recipe (and/or a dict), applies ``key=value`` overrides, validates everything.
+                raw: dict[str, Any] | None = None, check_paths: bool = True) -> TrainConfig:
+    """Reads a recipe (and/or a dict), applies ``key=value`` overrides, validates everything;
+    with ``check_paths``, also that the model, packs and DeepSpeed file it names exist here.
 
     Raises:
         ConfigError: listing every problem found.
     """
     data: dict[str, Any] = dict(raw or {})
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        recipe = Path(path)
+        if not recipe.is_file():
+            raise ConfigError(f"recipe {recipe} does not exist",
+                              "list the ready recipes with `sftpack configs list`, copy one with "
+                              "`sftpack configs copy NAME DIR`")
+        loaded = yaml.safe_load(recipe.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of sections")
-        data = {**loaded, **data}
+        data = {**_relative_to(loaded, recipe.resolve().parent), **data}
     for override in overrides or []:
         keys, value = parse_override(override)
         target = data
@@ -247,6 +305,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     problems: list[str] = []
     config = _build(data, problems)
     _validate(config, problems)
+    if check_paths:
+        _check_paths(config, problems)
     if problems:
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe:\n  " + "\n  ".join(problems))

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from .config import DEEPSPEED_PRESETS as NAMES
 from .config import TrainConfig
 
 SHIPPED = Path(__file__).resolve().parent.parent / "configs" / "deepspeed"
-NAMES = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 
 
 def require_deepspeed() -> Any:

@@ -80,6 +80,23 @@ pub struct PreprocessConfig {
 fn yes() -> bool {
     true
 }
+
+/// Every default and choice the engine applies to a job's settings, for the front-ends to
+/// mirror (Python's `sftpack.settings` reads them once): one definition of each.
+pub fn settings_defaults() -> serde_json::Value {
+    serde_json::json!({
+        "max_length": crate::encode::DEFAULT_MAX_LENGTH,
+        "overlong": crate::encode::Overlong::ALL,
+        "formats": crate::schema::Format::ALL,
+        "template": crate::template::TOKENIZER_TEMPLATE,
+        "examples_per_kind": crate::pipeline::default_examples(),
+        "pack": yes(),
+        "seed": u64::default(),
+        "window": default_window(),
+        "shard_bytes": default_shard_bytes(),
+        "progress_interval_ms": default_progress_ms(),
+    })
+}
 /// 25k documents: packing efficiency within 0.01% of a 100k window on real chat data, and a
 /// quarter of the memory (peak RSS ~250 MB instead of ~440 MB on 100 MB of Qwen3 chat).
 fn default_window() -> usize {
@@ -289,7 +306,7 @@ fn finished_pack(config: &PreprocessConfig, key: &str) -> Result<Option<Manifest
             "{} already holds a pack made from other inputs or settings",
             out.display()
         ))
-        .hint("choose another --out, or pass --overwrite to replace it"));
+        .hint("choose another `out`, or use `overwrite: true` to replace it"));
     }
     clear_output(out, &out.join(VALIDATION_DIR))?;
     Ok(None)

@@ -44,7 +44,7 @@ impl ValidationSize {
             }
             ValidationSize::Documents(0) => {
                 return Err(Error::config("a validation split of 0 documents")
-                    .hint("leave --val-size out for no validation split"))
+                    .hint("leave `val_size` out for no validation split"))
             }
             ValidationSize::Documents(n) => n,
         };
@@ -52,7 +52,7 @@ impl ValidationSize {
             return Err(Error::config(format!(
                 "a validation split of {wanted} record(s) leaves nothing to train on: the inputs hold {total} record(s)"
             ))
-            .hint("pass a smaller --val-size"));
+            .hint("use a smaller `val_size`"));
         }
         Ok(wanted)
     }

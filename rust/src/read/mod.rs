@@ -6,7 +6,9 @@
 //! - one or more top-level JSON objects one after another (`.json`, e.g. one conversation per file);
 //!
 //! each optionally compressed as `.gz` or `.zst`. A UTF-8 BOM and CRLF line ends are accepted.
-//! A directory stands for every such file inside it, recursively, in sorted order.
+//! A directory stands for every such file inside it, recursively, in sorted order, leaving out
+//! hidden entries and the folders that are not data: sftpack's packs and training runs, and model,
+//! adapter and tokenizer folders (see [`not_data`]).
 
 mod scan;
 
@@ -44,13 +46,40 @@ pub enum Layout {
 const DATA_EXTENSIONS: [&str; 2] = ["json", "jsonl"];
 const COMPRESSED_EXTENSIONS: [&str; 2] = ["gz", "zst"];
 
+/// Files that mark a folder as something other than data, and what it then is: sftpack's own
+/// outputs (a pack, finished or in progress; a training run) and model, adapter and tokenizer
+/// folders, whose JSON files are not records.
+const NOT_DATA_MARKERS: [(&str, &str); 8] = [
+    ("manifest.json", "an sftpack pack"),
+    ("progress.json", "an sftpack pack being written"),
+    ("sftpack_train.json", "a model saved by sftpack train"),
+    ("metrics.jsonl", "an sftpack training run"),
+    ("config.json", "a model folder"),
+    ("adapter_config.json", "an adapter folder"),
+    ("tokenizer.json", "a tokenizer folder"),
+    ("tokenizer_config.json", "a tokenizer folder"),
+];
+
+/// What a folder is when it is not data (see [`NOT_DATA_MARKERS`]), or None for a data folder.
+pub fn not_data(dir: &Path) -> Option<&'static str> {
+    NOT_DATA_MARKERS
+        .iter()
+        .find(|(marker, _)| dir.join(marker).is_file())
+        .map(|(_, what)| *what)
+}
+
 /// Expands directories into the data files they contain (sorted, recursive) and checks that
-/// every named file exists.
+/// every named file exists. Inside a directory, hidden entries and folders that are not data
+/// ([`not_data`]) are left out; a directory named as an input that is not data is an error.
 pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
+            if let Some(what) = not_data(path) {
+                return Err(Error::input(format!("{} is {what}, not a dataset", path.display()))
+                    .hint("name the dataset files, or the folder that holds them"));
+            }
             let before = files.len();
             collect_dir(path, &mut files)?;
             if files.len() == before {
@@ -73,8 +102,14 @@ fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
         .collect::<Result<_>>()?;
     entries.sort();
     for path in entries {
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
         if path.is_dir() {
-            collect_dir(&path, files)?;
+            if not_data(&path).is_none() {
+                collect_dir(&path, files)?;
+            }
         } else if is_data_file(&path) {
             files.push(path);
         }

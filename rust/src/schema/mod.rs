@@ -95,6 +95,30 @@ pub struct Conversation {
     pub tools: Option<Value>,
 }
 
+impl Conversation {
+    /// The conversation as an OpenAI-format record (`messages` as templates see them, with each
+    /// message's `loss` flag where it has one; `tools`), which parses back to the same.
+    pub fn to_openai(&self) -> Value {
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| {
+                let mut value = m.to_template_value();
+                if let (Some(loss), Value::Object(map)) = (m.loss, &mut value) {
+                    map.insert("loss".into(), Value::Bool(loss));
+                }
+                value
+            })
+            .collect();
+        let mut record = Map::new();
+        record.insert("messages".into(), Value::Array(messages));
+        if let Some(tools) = &self.tools {
+            record.insert("tools".into(), tools.clone());
+        }
+        Value::Object(record)
+    }
+}
+
 /// A dataset format sftpack reads natively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,7 +238,7 @@ pub fn to_conversation(format: Format, record: &Map<String, Value>) -> Result<Co
                 format.name()
             ),
         )
-        .hint("keep one format per file, or pass --format to say which one")]);
+        .hint("keep one format per file, or use `format` to say which one")]);
     }
     match format {
         Format::OpenAi => openai::parse(record),

@@ -158,7 +158,7 @@ fn turns(conversation: &Conversation) -> Result<Turns, Problem> {
                     format!("messages[{i}].role"),
                     "XTuner prompt templates have no tool role",
                 )
-                .hint("use the tokenizer's own chat template (omit --template) for tool-calling data"));
+                .hint("use the tokenizer's own chat template (leave `template` out) for tool-calling data"));
             }
         }
     }

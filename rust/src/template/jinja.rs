@@ -306,7 +306,7 @@ impl JinjaTemplate {
                 _ => format!("{e:#}"),
             };
             Problem::new("template_error", "", format!("the chat template rejected the conversation: {message}"))
-                .hint("fix the record so the template accepts it (e.g. alternate user/assistant turns), or choose another --template")
+                .hint("fix the record so the template accepts it (e.g. alternate user/assistant turns), or choose another `template`")
         })
     }
 }

@@ -14,6 +14,9 @@ use crate::tokenize::{hex_sha256, TokenizerBundle};
 pub use builtin::BuiltinTemplate;
 pub use jinja::JinjaTemplate;
 
+/// The template setting that names the tokenizer's own chat template (also the default).
+pub const TOKENIZER_TEMPLATE: &str = "tokenizer";
+
 pub enum ChatTemplate {
     Jinja { name: String, template: JinjaTemplate },
     Builtin(BuiltinTemplate),
@@ -24,19 +27,19 @@ impl ChatTemplate {
     /// name, or a path to a Jinja file.
     pub fn resolve(spec: Option<&str>, tokenizer: &TokenizerBundle) -> Result<Self> {
         match spec {
-            None | Some("tokenizer") => {
+            None | Some(TOKENIZER_TEMPLATE) => {
                 let source = tokenizer.chat_template.as_deref().ok_or_else(|| {
                     Error::template(format!(
                         "the tokenizer at {} has no chat template",
                         tokenizer.path.display()
                     ))
                     .hint(format!(
-                        "pass --template NAME (one of: {}) or --template FILE.jinja",
+                        "set `template` to a built-in name (one of: {}) or a .jinja file",
                         builtin::names().join(", ")
                     ))
                 })?;
                 Ok(ChatTemplate::Jinja {
-                    name: "tokenizer".into(),
+                    name: TOKENIZER_TEMPLATE.into(),
                     template: JinjaTemplate::new(source, &tokenizer.special)?,
                 })
             }

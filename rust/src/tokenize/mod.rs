@@ -391,7 +391,7 @@ fn missing_tokenizer_error(dir: &Path) -> Error {
             dir.display()
         )
     } else {
-        "point --tokenizer at a Hugging Face tokenizer directory (with tokenizer.json) or at a tokenizer.json file"
+        "point `tokenizer` at a Hugging Face tokenizer directory (with tokenizer.json) or at a tokenizer.json file"
             .to_string()
     };
     Error::tokenizer(format!("no tokenizer.json in {}", dir.display())).hint(hint)
