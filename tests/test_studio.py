@@ -120,9 +120,83 @@ def test_beyond_loopback_every_request_needs_the_token(folder: Path) -> None:
     assert guarded.get("/api/overview").status_code == 401
     assert guarded.get("/api/overview", headers={"X-Studio-Token": "wrong"}).status_code == 401
     assert guarded.get("/api/overview", headers={"X-Studio-Token": "s3cret"}).status_code == 200
+    assert guarded.get("/api/overview?token=s3cret").status_code == 401, "the URL's token opens the page only"
     first = guarded.get("/?token=s3cret")
-    assert first.status_code == 200 and "sftpack_studio_token=s3cret" in first.headers["Set-Cookie"]
+    assert first.status_code == 303 and first.headers["Location"].endswith("/"), "the token leaves the address"
+    assert "sftpack_studio_token=s3cret" in first.headers["Set-Cookie"]
+    assert guarded.get("/").status_code == 200
     assert guarded.get("/api/overview").status_code == 200, "the cookie set on the first visit is enough"
+
+
+def test_a_page_of_another_site_cannot_change_anything(client: Any) -> None:
+    form = {"command": "configs copy", "form": {"name": "qwen3_8b_lora", "directory": "recipes"}}
+    refused = client.post("/api/jobs/preview", json=form, headers={"Origin": "http://attacker.example"})
+    assert refused.status_code == 403
+    assert client.post("/api/jobs/preview", json=form, headers={"Origin": "http://localhost"}).status_code == 200
+    assert client.post("/api/jobs/preview", json=form).status_code == 200, "no Origin: not a browser's page"
+    assert client.get("/api/overview", headers={"Origin": "http://attacker.example"}).status_code == 200
+
+
+def test_malformed_numbers_are_refused_as_bad_requests(client: Any) -> None:
+    for url in ("/api/pack/rows?path=packs/chat&offset=abc", "/api/pack/rejects?path=packs/chat&count=1e9x",
+                "/api/run?path=runs/first&offset=-", "/api/file/line?path=data/chat.jsonl&line=two"):
+        response = client.get(url)
+        assert response.status_code == 400 and "expected a whole number" in response.get_json()["error"], url
+    records = client.post("/api/data/records", json={"data": "data/chat.jsonl", "tokenizer": "tok", "offset": "x"})
+    assert records.status_code == 400
+    check = client.post("/api/data/check", json={"data": "data/chat.jsonl", "tokenizer": "tok", "max_length": "abc"})
+    assert check.status_code == 422 and "`max_length`: expected a positive whole number" in check.get_json()["error"]
+    launch = client.post("/api/jobs/preview", json={"command": "preprocess", "form": {
+        "data": "data/chat.jsonl", "tokenizer": "tok", "out": "packs/x", "max_length": "4k", "val_size": "2.5"}})
+    assert launch.status_code == 400
+    assert "`max_length`" in launch.get_json()["error"] and "`val_size`" in launch.get_json()["error"]
+
+
+def test_launched_train_overrides_get_the_checks_form_fields_get(folder: Path, client: Any) -> None:
+    (folder / "r.yaml").write_text("model: {path: tok}\n")
+
+    def preview(*overrides: str) -> Any:
+        return client.post("/api/jobs/preview", json={"command": "train", "form": {
+            "recipe": "r.yaml", "overrides": list(overrides)}})
+
+    for override in ("model.path=/etc", "data.pack=../../x", "output.dir=/tmp/elsewhere", "data.eval_pack=escape",
+                     "distributed.deepspeed=/etc/ds.json", "model.trust_remote_code=true",
+                     "data.packs=[{path: /etc}]"):
+        response = preview(override)
+        assert response.status_code == 400, override
+    assert "runs code shipped with the model" in preview("model.trust_remote_code=true").get_json()["error"]
+    allowed = preview("distributed.deepspeed=zero2", "data.pack=packs/chat", "optim.lr=1e-4", "output.dir=runs/new")
+    assert allowed.get_json()["command"] == ("sftpack train r.yaml distributed.deepspeed=zero2 data.pack=packs/chat "
+                                             "optim.lr=1e-4 output.dir=runs/new")
+
+
+def test_the_studio_command_serves_with_waitress(folder: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "sftpack", "studio", str(folder), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=2) as response:
+                    assert response.headers["Server"] == "sftpack-studio"
+                    assert "packs/chat" in json.loads(response.read())["packs"]
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the studio did not answer")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=10)[0]
+    assert f"open http://127.0.0.1:{port}/" in output
+    assert "development server" not in output.lower() and "Traceback" not in output
 
 
 def test_on_loopback_requests_for_other_host_names_are_refused(client: Any) -> None:
@@ -209,6 +283,29 @@ def test_a_pack_shows_its_rows_with_trained_tokens_highlighted(browser: Any, ser
     rejects = wait_for(browser, "return document.querySelector('#pack-rejects').textContent")
     assert "invalid_json" in rejects and "data/chat.jsonl:51" in rejects
     assert screenshot(browser, "pack", tmp_path).stat().st_size > 10_000
+    assert browser.execute_script("return location.hash") == "#packs?path=packs%2Fchat", "the view has an address"
+
+
+def test_an_address_opens_its_view_as_it_was(browser: Any, server: Server, tmp_path: Path) -> None:
+    def load(address: str) -> None:  # a fresh page, as a bookmark or a shared link opens it
+        browser.get("about:blank")
+        browser.get(server.url + address)
+        wait_for(browser, "return document.body.dataset.ready === '1'")
+
+    load("#packs?path=packs/chat&row=3")
+    where = wait_for(browser, "const t = document.querySelector('#rows-where').textContent; return t.trim() && t")
+    assert where.strip().startswith("rows 3–5 of"), where
+    assert not browser.find_element("css selector", "#view-packs").get_attribute("hidden")
+    load("#data?data=data/chat.jsonl&tokenizer=tok&max_length=64")
+    report = wait_for(browser, "return document.querySelector('#data-check').textContent")
+    assert "64" in report and browser.execute_script("return document.querySelector('#data-dataset').value") == \
+        "data/chat.jsonl"
+    load("#runs?path=runs/first")
+    wait_for(browser, "return studio.charts.loss && studio.charts.loss.data.datasets.length >= 1")
+    time.sleep(0.5)  # a second refresh (the run list's) has landed too
+    points = browser.execute_script("return studio.charts.loss.data.datasets[0].data.map(p => p.x)")
+    assert points == sorted(set(points)), "each logged step drawn once"
+    screenshot(browser, "deep-link", tmp_path)
 
 
 def test_a_dataset_shows_its_check_report_and_records(browser: Any, server: Server, tmp_path: Path) -> None:

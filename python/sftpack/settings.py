@@ -241,6 +241,70 @@ def _unknown(options: dict[str, Any], known: Sequence[str], problems: _Problems)
         problems.items.append(f"{name}: unknown setting (known: {', '.join(sorted(known))})")
 
 
+def _annotation(name: str) -> str:
+    for settings in (EncodeSettings, JobSettings, PreprocessSettings):
+        for f in fields(settings):
+            if f.name == name:
+                return str(f.type)
+    return ""
+
+
+BOOLEAN_TEXT = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+
+
+def from_text(options: dict[str, Any]) -> dict[str, Any]:
+    """Options given as text (a web form, an environment) typed as their settings' fields are:
+    "" is absent, whole numbers, shares, true/false, JSON objects. A value that does not parse is
+    kept as it is, for the settings' validation to report with every other problem."""
+    typed: dict[str, Any] = {}
+    for name, value in options.items():
+        if not isinstance(value, str):
+            typed[name] = value
+            continue
+        text, kind = value.strip(), _annotation(name)
+        if text == "":
+            continue
+        try:
+            if kind.startswith("bool"):
+                typed[name] = BOOLEAN_TEXT[text.lower()]
+            elif kind.startswith("float"):
+                number = float(text)
+                typed[name] = int(number) if number.is_integer() and number >= 1 else number
+            elif kind.startswith("int"):
+                typed[name] = int(text)
+            elif kind.startswith("dict"):
+                typed[name] = json.loads(text)
+            else:
+                typed[name] = text
+        except (KeyError, ValueError):
+            typed[name] = text
+    return typed
+
+
+def command_line(settings: PreprocessSettings) -> list[str]:
+    """``sftpack preprocess`` arguments that make these settings: inputs, --tokenizer, --out, and
+    a flag for each setting that differs from its default."""
+    args = ["preprocess", *settings.job.inputs, "--tokenizer", settings.job.tokenizer, "--out", settings.out]
+    defaults = PreprocessSettings(job=JobSettings(inputs=(), tokenizer=""), out="")
+    values = {**{n: getattr(settings.job, n) for n in JOB_OPTIONS if hasattr(settings.job, n)},
+              **{n: getattr(settings.job.encode, n) for n in (f.name for f in fields(EncodeSettings))},
+              **{n: getattr(settings, n) for n in PREPROCESS_OPTIONS}}
+    default_values = {**{n: getattr(defaults.job, n) for n in JOB_OPTIONS if hasattr(defaults.job, n)},
+                      **{n: getattr(defaults.job.encode, n) for n in (f.name for f in fields(EncodeSettings))},
+                      **{n: getattr(defaults, n) for n in PREPROCESS_OPTIONS}}
+    for name, value in values.items():
+        if value == default_values[name] or name == "template_source":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif isinstance(value, dict):
+            args += [flag, json.dumps(value)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
 def job_settings(inputs: Sequence[PathLike], tokenizer: PathLike, **options: Any) -> JobSettings:
     """Validated settings for check and inspect; options are :class:`JobSettings`' fields, with
     ``max_length``, ``overlong`` and ``template_kwargs`` for its ``encode``.

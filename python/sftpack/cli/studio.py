@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.root.is_dir():
         raise ConfigError(f"{args.root} is not a folder")
     try:
+        import waitress  # noqa: F401, PLC0415
+
         from ..studio import serve  # noqa: PLC0415
     except ImportError as error:
-        raise ConfigError("sftpack studio needs Flask, which is not installed\n"
+        raise ConfigError(f"sftpack studio needs {error.name or 'Flask and waitress'}, which is not installed\n"
                           "hint: pip install 'sftpack[studio]'") from error
     serve(args.root, args.host, args.port, args.token)
     return 0

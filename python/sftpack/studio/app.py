@@ -1,9 +1,16 @@
 """The studio's web server: a Flask app serving one page (static/) and a JSON API over ROOT.
 
 Safety: it binds 127.0.0.1 unless told otherwise; bound beyond loopback it requires an access
-token (printed at start, as Jupyter does), and bound to loopback it answers only requests
-addressed to a loopback name (so a web page elsewhere cannot reach it by DNS rebinding). Every
-path comes from ``paths.inside`` and launched jobs from ``launcher`` (sftpack commands only).
+token (printed at start, as Jupyter does: the URL's ``?token=`` is taken on that first page load
+only, which turns it into a cookie and drops it from the address), and bound to loopback it
+answers only requests addressed to a loopback name (so a web page elsewhere cannot reach it by
+DNS rebinding). Requests that change anything (POST) must come from the studio's own page when
+a browser says where they come from (the Origin header). Every path comes from
+``paths.inside`` and launched jobs from ``launcher`` (sftpack commands only). It is served by
+waitress, a production WSGI server.
+
+Views have addresses: ``/#packs?path=packs/chat&row=20``, ``/#data?data=...&tokenizer=...``,
+``/#runs?path=runs/first``, ``/#chat?model=...``, ``/#launch``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, abort, jsonify, request
+from flask import Flask, Response, abort, jsonify, redirect, request
 
 from .. import __version__
 from ..errors import SftpackError
 from .launcher import STATE_DIR, BadRequest, Launcher, command_args, display
 from .paths import OutsideRoot, inside, relative
-from .views import DataViews, PackViews, RunViews
+from .views import DataViews, PackViews, RunViews, whole
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STATIC = Path(__file__).parent / "static"
@@ -42,20 +49,24 @@ def create_app(root: Path, token: str | None = None) -> Flask:
 
     @app.before_request
     def guard() -> Any:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != request.host_url.rstrip("/"):
+                abort(403, "a request from another site's page is refused")
         if token is None:
             host = (request.host or "").rsplit(":", 1)[0].strip("[]")
             if host not in LOOPBACK:
                 abort(403, "this studio answers only on 127.0.0.1 / localhost")
             return None
-        given = request.headers.get("X-Studio-Token") or request.cookies.get(COOKIE) or request.args.get("token")
+        given = request.headers.get("X-Studio-Token") or request.cookies.get(COOKIE)
+        if request.path == "/" and request.method == "GET" and "token" in request.args:
+            given = request.args["token"]  # the printed URL, opened once: see index()
         if not given or not secrets.compare_digest(given, token):
             abort(401, "an access token is required: open the URL the studio printed at start")
         return None
 
     @app.after_request
-    def remember_token(response: Response) -> Response:
-        if token is not None and request.args.get("token") == token:
-            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+    def headers(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
                                                        "style-src 'self' 'unsafe-inline'")
@@ -78,6 +89,11 @@ def create_app(root: Path, token: str | None = None) -> Flask:
 
     @app.get("/")
     def index() -> Any:
+        if token is not None and "token" in request.args:
+            # The token becomes a cookie and leaves the address bar (and history, and referrers).
+            response = redirect("/", code=303)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+            return response
         return app.send_static_file("index.html")
 
     @app.get("/api/overview")
@@ -88,7 +104,7 @@ def create_app(root: Path, token: str | None = None) -> Flask:
 
     @app.get("/api/file/line")
     def file_line() -> Any:
-        return jsonify(data.line(request.args.get("path"), int(request.args.get("line", 1))))
+        return jsonify(data.line(request.args.get("path"), whole(request.args.get("line"), "line", 1)))
 
     @app.post("/api/data/check")
     def data_check() -> Any:
@@ -104,17 +120,17 @@ def create_app(root: Path, token: str | None = None) -> Flask:
 
     @app.get("/api/pack/rows")
     def pack_rows() -> Any:
-        return jsonify(packs.rows(request.args.get("path"), int(request.args.get("offset", 0)),
-                                  int(request.args.get("count", 5)), request.args.get("tokenizer")))
+        return jsonify(packs.rows(request.args.get("path"), whole(request.args.get("offset"), "offset", 0),
+                                  whole(request.args.get("count"), "count", 5), request.args.get("tokenizer")))
 
     @app.get("/api/pack/rejects")
     def pack_rejects() -> Any:
-        return jsonify(packs.rejects(request.args.get("path"), int(request.args.get("offset", 0)),
-                                     int(request.args.get("count", 20))))
+        return jsonify(packs.rejects(request.args.get("path"), whole(request.args.get("offset"), "offset", 0),
+                                     whole(request.args.get("count"), "count", 20)))
 
     @app.get("/api/run")
     def run_view() -> Any:
-        return jsonify(runs.run(request.args.get("path"), int(request.args.get("offset", 0))))
+        return jsonify(runs.run(request.args.get("path"), whole(request.args.get("offset"), "offset", 0)))
 
     @app.post("/api/jobs/preview")
     def job_preview() -> Any:
@@ -130,7 +146,8 @@ def create_app(root: Path, token: str | None = None) -> Flask:
 
     @app.get("/api/jobs/<job_id>/log")
     def job_log(job_id: str) -> Any:
-        return jsonify({**launcher.status(job_id), **launcher.log(job_id, int(request.args.get("offset", 0)))})
+        return jsonify({**launcher.status(job_id),
+                        **launcher.log(job_id, whole(request.args.get("offset"), "offset", 0))})
 
     @app.post("/api/jobs/<job_id>/stop")
     def job_stop(job_id: str) -> Any:
@@ -148,7 +165,7 @@ def create_app(root: Path, token: str | None = None) -> Flask:
                 chats.clear()  # one model in memory at a time
                 chats[str(folder)] = runs.chat_model(folder)
             model = chats[str(folder)]
-        max_new = min(int(payload.get("max_new_tokens", 128)), 1024)
+        max_new = min(whole(payload.get("max_new_tokens"), "max_new_tokens", 128), 1024)
         return Response(_stream_reply(model, messages, max_new, chat_lock), mimetype="application/x-ndjson")
 
     return app
@@ -196,9 +213,10 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 7860, token: str | No
     if not loopback:
         print("  (listening beyond this machine: only requests with the token are answered)", flush=True)
     os.makedirs(Path(root) / STATE_DIR, exist_ok=True)
-    from werkzeug.serving import run_simple  # noqa: PLC0415
+    import waitress  # noqa: PLC0415
 
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    # Chat streams a reply per request and pages poll while jobs run: a few threads each.
+    waitress.serve(app, host=host, port=port, threads=8, ident="sftpack-studio", _quiet=True)
 
 
 __all__ = ["create_app", "relative", "serve"]

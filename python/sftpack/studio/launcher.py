@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..settings import command_line, from_text, preprocess_settings
 from .paths import OutsideRoot, inside, relative
 
 STATE_DIR = ".sftpack-studio"
@@ -47,47 +49,57 @@ def _path(root: Path, value: Any, field: str, must_exist: bool = True) -> str:
     return f"./{shown}" if shown.startswith("-") else shown
 
 
-def _number(value: Any, field: str, kind: type) -> str | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError) as error:
-        raise BadRequest(f"{field}: expected a number, found {value!r}") from error
-    if number <= 0:
-        raise BadRequest(f"{field}: must be positive")
-    return str(number)
+# The preprocess settings the launch form may set (never map_fn: that runs code).
+PREPROCESS_FORM = ("template", "format", "max_length", "val_size", "threads", "seed", "overwrite")
 
 
 def preprocess_args(root: Path, form: dict[str, Any]) -> list[str]:
+    """The form as typed preprocess settings (validated as the command line's are, every problem
+    at once), written back as the command that makes them."""
     data = form.get("data")
     items = data if isinstance(data, list) else [data]
-    args = ["preprocess", *(_path(root, d, "data") for d in items)]
-    args += ["--tokenizer", _path(root, form.get("tokenizer"), "tokenizer")]
-    args += ["--out", _path(root, form.get("out"), "out", must_exist=False)]
-    template = form.get("template")
-    if template:
-        if not isinstance(template, str):
-            raise BadRequest("template: a built-in name or a .jinja path")
-        args += ["--template", template if NAME.match(template) and not template.endswith(".jinja")
-                 else _path(root, template, "template")]
-    for flag, field, kind in (("--max-length", "max_length", int), ("--val-size", "val_size", float),
-                              ("--threads", "threads", int)):
-        value = _number(form.get(field), field, kind)
-        if value is not None:
-            args += [flag, value.removesuffix(".0") if kind is float and float(value) >= 1 else value]
-    if form.get("overwrite"):
-        args.append("--overwrite")
-    return args
+    inputs = [_path(root, d, "data") for d in items]
+    tokenizer = _path(root, form.get("tokenizer"), "tokenizer")
+    out = _path(root, form.get("out"), "out", must_exist=False)
+    options = from_text({name: form[name] for name in PREPROCESS_FORM if name in form})
+    template = options.get("template")
+    if isinstance(template, str) and (template.endswith(".jinja") or not NAME.match(template)):
+        options["template"] = _path(root, template, "template")
+    try:
+        return command_line(preprocess_settings(inputs, tokenizer, out, **options))
+    except ConfigError as error:
+        raise BadRequest(str(error)) from error
+
+
+# The shipped DeepSpeed configs a recipe may name (sftpack.train.zero; read here without torch).
+DEEPSPEED_PRESETS = {p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / "deepspeed").glob("*.json")}
+# Overrides the studio refuses: running code shipped with a model is the recipe author's call.
+REFUSED_OVERRIDES = {"model.trust_remote_code": "runs code shipped with the model; set it in the recipe itself"}
+PATH_OVERRIDES = {"model.path": True, "data.pack": True, "data.eval_pack": True, "output.dir": False}
+
+
+def _override(root: Path, text: Any) -> str:
+    """A `section.key=value` override, with the checks its form field would get: paths inside the
+    folder (a DeepSpeed JSON too; a shipped preset name stays a name), nothing that runs code."""
+    if not isinstance(text, str) or not OVERRIDE.match(text):
+        raise BadRequest(f"overrides: {text!r} is not section.key=value")
+    key, value = text.split("=", 1)
+    if key in REFUSED_OVERRIDES:
+        raise BadRequest(f"overrides: {key} {REFUSED_OVERRIDES[key]}")
+    if key in PATH_OVERRIDES:
+        return f"{key}={_path(root, value, key, must_exist=PATH_OVERRIDES[key])}"
+    if key == "distributed.deepspeed" and value not in DEEPSPEED_PRESETS:
+        return f"{key}={_path(root, value, key)}"
+    if key == "data.packs":
+        raise BadRequest("overrides: data.packs lists paths; set it in the recipe")
+    return text
 
 
 def train_args(root: Path, form: dict[str, Any]) -> list[str]:
-    args = ["train", _path(root, form.get("recipe"), "recipe")]
-    for override in form.get("overrides") or []:
-        if not isinstance(override, str) or not OVERRIDE.match(override):
-            raise BadRequest(f"overrides: {override!r} is not section.key=value")
-        args.append(override)
-    return args
+    overrides = form.get("overrides") or []
+    if not isinstance(overrides, list):
+        raise BadRequest("overrides: expected a list of section.key=value")
+    return ["train", _path(root, form.get("recipe"), "recipe"), *(_override(root, o) for o in overrides)]
 
 
 def copy_recipe_args(root: Path, form: dict[str, Any]) -> list[str]:

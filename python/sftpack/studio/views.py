@@ -15,7 +15,8 @@ import numpy as np
 
 from ..data.view import row_documents
 from ..errors import ConfigError
-from .launcher import STATE_DIR
+from ..settings import DEFAULT_MAX_LENGTH, from_text, job_settings
+from .launcher import STATE_DIR, BadRequest
 from .paths import inside, relative
 
 DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
@@ -77,16 +78,17 @@ class DataViews:
         raise ConfigError(f"{relative(self.root, file)} has no line {number}")
 
     def _job(self, form: dict[str, Any]) -> tuple[list[Path], Path, dict[str, Any]]:
+        """The form's dataset, tokenizer and job settings (typed as the settings' fields, checked
+        by them: a malformed number is a settings problem, reported with the others)."""
         data = form.get("data")
         items = data if isinstance(data, list) else [data]
         inputs = [inside(self.root, d) for d in items]
         tokenizer = inside(self.root, form.get("tokenizer"))
-        options: dict[str, Any] = {}
-        if form.get("template"):
-            template = str(form["template"])
-            options["template"] = str(inside(self.root, template)) if template.endswith(".jinja") else template
-        if form.get("max_length"):
-            options["max_length"] = int(form["max_length"])
+        options = from_text({name: form[name] for name in ("template", "format", "max_length") if name in form})
+        template = options.get("template")
+        if isinstance(template, str) and template.endswith(".jinja"):
+            options["template"] = str(inside(self.root, template))
+        job_settings(inputs, tokenizer, **options)
         return inputs, tokenizer, options
 
     def check(self, form: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +105,7 @@ class DataViews:
     def records(self, form: dict[str, Any]) -> dict[str, Any]:
         """Records with their rendered text in runs of trained / not trained, the tokens per role,
         and a length histogram (of the first RECORD_LIMIT records)."""
-        offset, count = int(form.get("offset", 0)), min(int(form.get("count", 10)), 100)
+        offset, count = whole(form.get("offset"), "offset", 0), min(whole(form.get("count"), "count", 10), 100)
         sampled = self._sampled(form)
         return {**sampled, "records": sampled["records"][offset:offset + count], "offset": offset}
 
@@ -131,9 +133,19 @@ class DataViews:
             record["file"] = relative(self.root, Path(record["file"]))
         sampled = {"records": encoded, "total": len(encoded),
                    "histogram": {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges]},
-                   "max_length": options.get("max_length"), "roles": roles}
+                   "max_length": options.get("max_length", DEFAULT_MAX_LENGTH), "roles": roles}
         self._last_sampled = (key, sampled)
         return sampled
+
+
+def whole(value: Any, name: str, default: int) -> int:
+    """A whole number from a request (query string or form), or a refusal naming it (400)."""
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as error:
+        raise BadRequest(f"{name}: expected a whole number, found {value!r}") from error
 
 
 class PackViews:

@@ -45,10 +45,45 @@ function tokenRuns(runs) {
 }
 
 // ---- navigation --------------------------------------------------------------------------------
+// Every view has an address: #packs?path=packs/chat&row=6, #data?data=...&tokenizer=...,
+// #runs?path=runs/a&path=runs/b, #chat?model=..., #launch. Opening one restores that state.
+function address() {
+  const [view, query] = (location.hash || "#data").slice(1).split("?");
+  return { view: view || "data", params: new URLSearchParams(query || "") };
+}
+
+function remember(view, params) {  // the address of what is shown now, without a new history entry
+  const query = new URLSearchParams(params).toString();
+  history.replaceState(null, "", `#${view}${query ? `?${query}` : ""}`);
+}
+
+function selectValue(select, value) {
+  if (value === null) return false;
+  if (![...select.options].some((o) => o.value === value)) select.append(el("option", { value }, value));
+  select.value = value;
+  return true;
+}
+
 function route() {
-  const view = (location.hash || "#data").slice(1).split("?")[0];
+  const { view, params } = address();
   document.querySelectorAll(".view").forEach((v) => { v.hidden = v.id !== `view-${view}`; });
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
+  if (!studio.overview) return;  // restored once the folder's contents are known
+  if (view === "packs" && selectValue($("#pack-path"), params.get("path"))) {
+    openPack(null, Math.floor(Number(params.get("row") || 0) / ROWS_PER_PAGE));
+  } else if (view === "data" && selectValue($("#data-dataset"), params.get("data"))) {
+    selectValue($("#data-tokenizer"), params.get("tokenizer"));
+    for (const name of ["template", "max_length"]) {
+      if (params.has(name)) $(`#data-form [name=${name}]`).value = params.get(name);
+    }
+    openData(null);
+  } else if (view === "runs" && params.has("path")) {
+    const wanted = params.getAll("path");
+    document.querySelectorAll("#run-list input").forEach((i) => { i.checked = wanted.includes(i.value); });
+    refreshRuns();
+  } else if (view === "chat") {
+    selectValue($("#chat-model"), params.get("model"));
+  }
 }
 
 async function loadOverview() {
@@ -70,6 +105,7 @@ async function openData(event) {
   if (event) event.preventDefault();
   showError("#data-error");
   const form = formData($("#data-form"));
+  remember("data", Object.fromEntries(Object.entries(form).filter(([, v]) => v !== "")));
   try {
     const report = await api("/api/data/check", form);
     renderCheck(report);
@@ -134,10 +170,12 @@ function replaceChart(name, canvas, config) {
 }
 
 // ---- packs ------------------------------------------------------------------------------------
-async function openPack(event) {
+const ROWS_PER_PAGE = 3;
+
+async function openPack(event, rowsPage = 0) {
   if (event) event.preventDefault();
   showError("#pack-error");
-  studio.pages.rows = 0; studio.pages.rejects = 0;
+  studio.pages.rows = rowsPage; studio.pages.rejects = 0;
   const path = $("#pack-path").value;
   try {
     const summary = await api(`/api/pack?path=${encodeURIComponent(path)}`);
@@ -169,7 +207,9 @@ function renderPackSummary(summary) {
 
 async function loadRows() {
   const path = $("#pack-path").value;
-  const result = await api(`/api/pack/rows?path=${encodeURIComponent(path)}&offset=${studio.pages.rows * 3}&count=3`);
+  const offset = studio.pages.rows * ROWS_PER_PAGE;
+  remember("packs", offset ? { path, row: offset } : { path });
+  const result = await api(`/api/pack/rows?path=${encodeURIComponent(path)}&offset=${offset}&count=${ROWS_PER_PAGE}`);
   $("#rows-where").textContent = ` rows ${result.offset}–${result.offset + result.rows.length - 1} of ${result.total} `;
   $("#pack-rows").replaceChildren(...result.rows.map((row) => el("div", { class: "row" },
     el("div", { class: "muted" }, `row ${row.row}: ${row.tokens} tokens, ${row.documents.length} documents`),
@@ -200,7 +240,7 @@ function lineChart(name, canvas, yTitle) {
   return replaceChart(name, canvas, { type: "line", data: { datasets: [] }, options: { animation: false, parsing: false,
     scales: { x: { type: "linear", title: { display: true, text: "step" } },
       y: { title: { display: !!yTitle, text: yTitle },
-        ticks: { callback: (v) => (v !== 0 && Math.abs(v) < 0.01 ? Number(v).toExponential(1) : v) } } },
+        ticks: { callback: (v) => (v !== 0 && Math.abs(v) < 0.01 ? Number(v).toExponential(1) : Number(Number(v).toPrecision(4))) } } },
     elements: { point: { radius: 0 } } } });
 }
 
@@ -214,9 +254,17 @@ function ensureRunCharts() {
 
 function selectedRuns() { return [...document.querySelectorAll("#run-list input:checked")].map((i) => i.value); }
 
-async function refreshRuns() {
+// One refresh at a time: two in flight would both read from the same offset and draw each
+// record twice (a deep link refreshes while the run list's first refresh still runs).
+function refreshRuns() {
+  studio.refreshing = (studio.refreshing || Promise.resolve()).then(fetchRuns, fetchRuns);
+  return studio.refreshing;
+}
+
+async function fetchRuns() {
   showError("#run-error");
   const selected = selectedRuns();
+  if (!$("#view-runs").hidden) remember("runs", selected.map((path) => ["path", path]));
   try {
     for (const path of selected) {
       const state = studio.runs[path] || (studio.runs[path] = { offset: 0, records: [] });
@@ -367,12 +415,13 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("#data-form").addEventListener("submit", (e) => { studio.pages.records = 0; openData(e); });
   $("#pack-form").addEventListener("submit", openPack);
   $("#chat-form").addEventListener("submit", sendChat);
+  $("#chat-model").addEventListener("change", () => remember("chat", { model: $("#chat-model").value }));
   $("#chat-reset").addEventListener("click", () => { studio.chat = []; renderChat(); });
   $("#launch-form").addEventListener("submit", startJob);
   $("#launch-form").addEventListener("input", previewLaunch);
   $("#job-stop").addEventListener("click", async () => { await api(`/api/jobs/${studio.job.id}/stop`, {}); refreshJobs(); });
   document.querySelectorAll("[data-page]").forEach((b) => b.addEventListener("click", page));
-  try { await loadOverview(); previewLaunch(); } catch (error) { showError("#data-error", error); }
+  try { await loadOverview(); previewLaunch(); route(); } catch (error) { showError("#data-error", error); }
   setInterval(() => { if (!$("#view-runs").hidden) refreshRuns(); }, 2000);
   setInterval(() => { if (!$("#view-launch").hidden) refreshJobs().catch(() => {}); }, 1500);
   document.body.dataset.ready = "1";
