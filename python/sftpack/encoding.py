@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _core
-from .settings import PathLike, job_settings
+from .settings import OVERLONG, PathLike, job_settings
 
 IGNORE_INDEX = -100
 
@@ -64,7 +64,7 @@ class Encoder:
         tokenizer: PathLike,
         template: str | None = None,
         max_length: int | None = None,
-        overlong: str = "drop",
+        overlong: str = OVERLONG[0],
         template_kwargs: dict[str, Any] | None = None,
         template_source: str | None = None,
     ) -> None:

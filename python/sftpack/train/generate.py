@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..encoding import Encoder, StopTokens
+from ..settings import TOKENIZER_TEMPLATE
 
 # Attention implementations that run transformers' generation loop (KV cache, one new token at a
 # time). Any other (sftpack's varlen, FlexAttention's per-shape compiles, a custom kernel) is
@@ -104,7 +105,7 @@ class ChatFormat:
         if template is None:
             encoder = trained or Encoder(tokenizer_dir)
         else:
-            encoder = Encoder(tokenizer_dir, None if template == "tokenizer" else template,
+            encoder = Encoder(tokenizer_dir, None if template == TOKENIZER_TEMPLATE else template,
                               template_kwargs=trained.template_kwargs if trained else None)
             if trained and encoder.template_source != trained.template_source:
                 warnings.warn(f"the model was trained with template {trained.template_name!r}, not {template!r}: "
