@@ -128,3 +128,14 @@ def test_an_existing_pack_of_other_settings_and_a_broken_pack(tmp_path: Path, da
     with pytest.raises(PackFormatError) as broken:
         PackDataset(tmp_path / "pack")
     assert str(broken.value) == f"{tmp_path / 'pack'} has no manifest.json: it is not a finished sftpack pack"
+
+
+def test_hints_name_settings_and_the_command_line_spells_them_as_flags() -> None:
+    from sftpack.cli._common import as_flags
+
+    assert as_flags("raise `max_length`, or use `overlong: truncate`") == \
+        "raise --max-length, or use --overlong truncate"
+    assert as_flags("use `overwrite: true`; `pack: false` writes one per row") == \
+        "use --overwrite; --no-pack writes one per row"
+    assert as_flags("run `huggingface-cli download ORG/NAME` first") == "run `huggingface-cli download ORG/NAME` first"
+    assert as_flags("`template_kwargs`: expected a mapping") == "--template-kwargs: expected a mapping"

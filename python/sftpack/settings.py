@@ -281,19 +281,22 @@ def from_text(options: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def _options(settings: PreprocessSettings) -> dict[str, Any]:
+    """Every option of the settings by name, as preprocess_settings takes them."""
+    sources = (settings.job.encode, settings.job, settings)
+    return {name: getattr(next(s for s in sources if hasattr(s, name)), name)
+            for name in JOB_OPTIONS + PREPROCESS_OPTIONS}
+
+
 def command_line(settings: PreprocessSettings) -> list[str]:
     """``sftpack preprocess`` arguments that make these settings: inputs, --tokenizer, --out, and
-    a flag for each setting that differs from its default."""
+    a flag for each setting that differs from its default (the three the command line leaves at
+    their defaults excepted: template_source, examples_per_kind, progress_interval_ms)."""
     args = ["preprocess", *settings.job.inputs, "--tokenizer", settings.job.tokenizer, "--out", settings.out]
-    defaults = PreprocessSettings(job=JobSettings(inputs=(), tokenizer=""), out="")
-    values = {**{n: getattr(settings.job, n) for n in JOB_OPTIONS if hasattr(settings.job, n)},
-              **{n: getattr(settings.job.encode, n) for n in (f.name for f in fields(EncodeSettings))},
-              **{n: getattr(settings, n) for n in PREPROCESS_OPTIONS}}
-    default_values = {**{n: getattr(defaults.job, n) for n in JOB_OPTIONS if hasattr(defaults.job, n)},
-                      **{n: getattr(defaults.job.encode, n) for n in (f.name for f in fields(EncodeSettings))},
-                      **{n: getattr(defaults, n) for n in PREPROCESS_OPTIONS}}
+    values = _options(settings)
+    defaults = _options(PreprocessSettings(job=JobSettings(inputs=(), tokenizer=""), out=""))
     for name, value in values.items():
-        if value == default_values[name] or name == "template_source":
+        if value == defaults[name] or name in ("template_source", "examples_per_kind", "progress_interval_ms"):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

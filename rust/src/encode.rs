@@ -35,20 +35,6 @@ pub enum Overlong {
     Error,
 }
 
-fn default_max_length() -> Option<usize> {
-    Some(DEFAULT_MAX_LENGTH)
-}
-
-impl Default for EncodeOptions {
-    fn default() -> Self {
-        EncodeOptions {
-            max_length: default_max_length(),
-            overlong: Overlong::default(),
-            template_kwargs: Map::new(),
-        }
-    }
-}
-
 impl Overlong {
     pub const ALL: [Overlong; 3] = [Overlong::Drop, Overlong::Truncate, Overlong::Error];
 }
@@ -64,6 +50,20 @@ pub struct EncodeOptions {
     /// Extra variables for Jinja templates (e.g. `{"enable_thinking": false}`).
     #[serde(default)]
     pub template_kwargs: Map<String, Value>,
+}
+
+fn default_max_length() -> Option<usize> {
+    Some(DEFAULT_MAX_LENGTH)
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions {
+            max_length: default_max_length(),
+            overlong: Overlong::default(),
+            template_kwargs: Map::new(),
+        }
+    }
 }
 
 /// A conversation ready to pack.
