@@ -19,7 +19,8 @@ from ..settings import DEFAULT_MAX_LENGTH, from_text, job_settings
 from .launcher import STATE_DIR, BadRequest
 from .paths import inside, relative
 
-DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet", ".arrow",
+                 ".feather")
 MAX_DEPTH = 4
 MAX_ENTRIES = 5000
 RECORD_LIMIT = 2000

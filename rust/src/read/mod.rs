@@ -5,11 +5,14 @@
 //! - a top-level JSON array (`.json`, the XTuner docs' layout): one record per element;
 //! - one or more top-level JSON objects one after another (`.json`, e.g. one conversation per file);
 //!
-//! each optionally compressed as `.gz` or `.zst`. A UTF-8 BOM and CRLF line ends are accepted.
-//! A directory stands for every such file inside it, recursively, in sorted order, leaving out
-//! hidden entries and the folders that are not data: sftpack's packs and training runs, and model,
-//! adapter and tokenizer folders (see [`not_data`]).
+//! each optionally compressed as `.gz` or `.zst`; and columnar files, a row per record
+//! (`.parquet`, Arrow IPC `.arrow`/`.feather`: see [`columnar`]). A UTF-8 BOM and CRLF line ends
+//! are accepted. A directory stands for every such file inside it, recursively, in sorted order,
+//! leaving out hidden entries and the folders that are not data: sftpack's packs and training
+//! runs, and model, adapter and tokenizer folders (see [`not_data`]). A `datasets`
+//! `save_to_disk` folder stands for its Arrow files, in the order its `state.json` lists them.
 
+mod columnar;
 mod scan;
 
 use std::fs::File;
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Problem, Result};
 
+pub use columnar::is_columnar;
 pub use scan::ValueScanner;
 
 /// One record as read from disk, before parsing.
@@ -80,11 +84,23 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 return Err(Error::input(format!("{} is {what}, not a dataset", path.display()))
                     .hint("name the dataset files, or the folder that holds them"));
             }
+            if let Some(splits) = dataset_dict_splits(path)? {
+                return Err(Error::input(format!(
+                    "{} is a `datasets` DatasetDict with the splits {}",
+                    path.display(),
+                    splits.join(", ")
+                ))
+                .hint(format!(
+                    "name the split to read, e.g. {}",
+                    path.join(&splits[0]).display()
+                )));
+            }
             let before = files.len();
             collect_dir(path, &mut files)?;
             if files.len() == before {
                 return Err(Error::input(format!(
-                    "directory {} holds no .json or .jsonl files (optionally .gz or .zst)",
+                    "directory {} holds no .json or .jsonl files (optionally .gz or .zst), nor .parquet or \
+                     .arrow files",
                     path.display()
                 )));
             }
@@ -96,6 +112,10 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    if let Some(arrow_files) = saved_dataset_files(dir)? {
+        files.extend(arrow_files);
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .map(|entry| entry.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
@@ -117,7 +137,49 @@ fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The Arrow files of a `datasets` `save_to_disk` folder (it holds `state.json` with
+/// `_data_files`), in their order; None for any other folder.
+fn saved_dataset_files(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let state = dir.join("state.json");
+    if !state.is_file() || !dir.join("dataset_info.json").is_file() {
+        return Ok(None);
+    }
+    let text = read_to_string(&state)?;
+    let parsed: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::input(format!("{}: not a `datasets` state file: {e}", state.display())))?;
+    let names: Option<Vec<&str>> = parsed
+        .get("_data_files")
+        .and_then(|f| f.as_array())
+        .map(|files| files.iter().filter_map(|f| f.get("filename")?.as_str()).collect());
+    match names {
+        Some(names) if !names.is_empty() => Ok(Some(names.iter().map(|n| dir.join(n)).collect())),
+        _ => Err(
+            Error::input(format!("{} lists no data files (`_data_files`)", state.display()))
+                .hint("save the dataset again with `datasets`' save_to_disk"),
+        ),
+    }
+}
+
+/// The split names of a `datasets` DatasetDict folder (`dataset_dict.json`), or None.
+fn dataset_dict_splits(dir: &Path) -> Result<Option<Vec<String>>> {
+    let file = dir.join("dataset_dict.json");
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&read_to_string(&file)?)
+        .map_err(|e| Error::input(format!("{}: not a `datasets` DatasetDict file: {e}", file.display())))?;
+    let splits: Vec<String> = parsed
+        .get("splits")
+        .and_then(|s| s.as_array())
+        .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    Ok((!splits.is_empty()).then_some(splits))
+}
+
 fn is_data_file(path: &Path) -> bool {
+    if is_columnar(path) {
+        return true;
+    }
     let (stem, _) = split_compression(path);
     let ext = Path::new(&stem)
         .extension()
@@ -172,6 +234,9 @@ pub fn layout_of(path: &Path) -> Layout {
 
 /// Streams the records of one file.
 pub fn records(file_index: u32, path: &Path) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
+    if is_columnar(path) {
+        return columnar::records(file_index, path);
+    }
     let reader = open(path)?;
     let owned = path.to_path_buf();
     Ok(match layout_of(path) {

@@ -1,0 +1,278 @@
+//! Columnar inputs: Parquet files (the Hub's format), Arrow IPC files (`.arrow`, `.feather`) and
+//! Arrow IPC streams (what `datasets`' `save_to_disk` writes). They are read a row group or
+//! record batch at a time, never whole; each row becomes one record, located by its 1-based row
+//! number in the file (reported where a JSON Lines record reports its line).
+//!
+//! A row is the object of its columns: `messages` as `list<struct<role, content, ...>>` reads as
+//! OpenAI messages, a `conversation` column as XTuner's, and so on; every format and check of
+//! JSON records applies. A null reads as absent (an optional field left empty by a writer that
+//! unified several schemas), inside structs and at the top level; a null list element stays null.
+//! A column of a type JSON cannot hold (bytes, timestamps, ...) makes that row's record a reject
+//! naming the column, never a silent drop.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch, RecordBatchReader};
+use arrow_schema::{ArrowError, DataType};
+use serde_json::{Map, Number, Value};
+
+use super::RawRecord;
+use crate::error::{Error, Problem, Result};
+
+/// Rows decoded at a time: a record batch's worth of records stays small beside the pipeline's
+/// own batches.
+const BATCH_ROWS: usize = 1024;
+
+const PARQUET_EXTENSIONS: [&str; 1] = ["parquet"];
+const ARROW_EXTENSIONS: [&str; 3] = ["arrow", "feather", "ipc"];
+const EXTENSIONS: [&str; 4] = ["parquet", "arrow", "feather", "ipc"];
+
+fn extension(path: &Path) -> Option<String> {
+    path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase)
+}
+
+/// Whether `path` names a columnar file (by its extension).
+pub fn is_columnar(path: &Path) -> bool {
+    extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Streams the rows of one columnar file as records.
+pub(super) fn records(file_index: u32, path: &Path) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
+    let batches = open_batches(path)?;
+    Ok(Box::new(Rows {
+        file: file_index,
+        path: path.to_path_buf(),
+        batches,
+        current: None,
+        next_row: 0,
+        row: 0,
+    }))
+}
+
+type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
+
+fn unreadable(path: &Path, what: &str, error: impl std::fmt::Display) -> Error {
+    Error::input(format!("{} is not a readable {what} file: {error}", path.display()))
+        .hint("the file may be truncated or still being written: copy or download it again")
+}
+
+fn open_batches(path: &Path) -> Result<Batches> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let ext = extension(path).unwrap_or_default();
+    if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| unreadable(path, "Parquet", e))?;
+        let reader = builder
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| unreadable(path, "Parquet", e))?;
+        return Ok(Box::new(reader));
+    }
+    debug_assert!(ARROW_EXTENSIONS.contains(&ext.as_str()));
+    // An IPC file starts with the magic "ARROW1"; a stream (datasets' save_to_disk) does not.
+    let mut magic = [0u8; 6];
+    let is_file = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"ARROW1");
+    if is_file {
+        let reader =
+            arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| unreadable(path, "Arrow IPC", e))?;
+        return Ok(Box::new(reader));
+    }
+    let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+        .map_err(|e| unreadable(path, "Arrow IPC", e))?;
+    let reader: Box<dyn RecordBatchReader + Send> = Box::new(reader);
+    Ok(Box::new(reader))
+}
+
+struct Rows {
+    file: u32,
+    path: PathBuf,
+    batches: Batches,
+    current: Option<RecordBatch>,
+    /// The next row of `current` to hand out.
+    next_row: usize,
+    /// Rows handed out so far in the file.
+    row: u64,
+}
+
+impl Iterator for Rows {
+    type Item = Result<RawRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(batch) = &self.current {
+                if self.next_row < batch.num_rows() {
+                    let text = row_json(batch, self.next_row);
+                    self.next_row += 1;
+                    self.row += 1;
+                    return Some(Ok(RawRecord {
+                        file: self.file,
+                        line: self.row,
+                        index: None,
+                        text,
+                        mapped_from: None,
+                    }));
+                }
+            }
+            match self.batches.next()? {
+                Ok(batch) => {
+                    self.current = Some(batch);
+                    self.next_row = 0;
+                }
+                Err(e) => {
+                    return Some(Err(Error::input(format!(
+                        "{}: rows after row {} cannot be read: {e}",
+                        self.path.display(),
+                        self.row
+                    ))
+                    .hint("the file may be truncated or damaged: copy or download it again")))
+                }
+            }
+        }
+    }
+}
+
+/// One row as the JSON text of the object of its columns (nulls left out).
+fn row_json(batch: &RecordBatch, row: usize) -> std::result::Result<String, Problem> {
+    let mut object = Map::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if column.is_null(row) {
+            continue;
+        }
+        object.insert(field.name().clone(), value_at(column.as_ref(), row, field.name())?);
+    }
+    serde_json::to_string(&Value::Object(object)).map_err(|e| Problem::new("invalid_json", "", e.to_string()))
+}
+
+fn number<T: Into<Number>>(value: T) -> Value {
+    Value::Number(value.into())
+}
+
+fn float(value: f64) -> Value {
+    Number::from_f64(value).map_or(Value::Null, Value::Number)
+}
+
+/// The JSON value of `array[row]`; `path` names it in a problem (`messages[2].content`).
+fn value_at(array: &dyn Array, row: usize, path: &str) -> std::result::Result<Value, Problem> {
+    if array.is_null(row) {
+        return Ok(Value::Null);
+    }
+    Ok(match array.data_type() {
+        DataType::Null => Value::Null,
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => number(array.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => number(array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => number(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => number(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => number(array.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => number(array.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => number(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => number(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
+        DataType::List(_) => list(array.as_list::<i32>().value(row).as_ref(), path)?,
+        DataType::LargeList(_) => list(array.as_list::<i64>().value(row).as_ref(), path)?,
+        DataType::FixedSizeList(..) => list(array.as_fixed_size_list().value(row).as_ref(), path)?,
+        DataType::Struct(fields) => {
+            let columns = array.as_struct().columns();
+            let mut object = Map::new();
+            for (field, column) in fields.iter().zip(columns) {
+                if !column.is_null(row) {
+                    let inner = format!("{path}.{}", field.name());
+                    object.insert(field.name().clone(), value_at(column.as_ref(), row, &inner)?);
+                }
+            }
+            Value::Object(object)
+        }
+        DataType::Dictionary(..) => {
+            let dictionary = array.as_any_dictionary();
+            let key = dictionary.normalized_keys()[row];
+            value_at(dictionary.values().as_ref(), key, path)?
+        }
+        other => {
+            return Err(Problem::new(
+                "unsupported_column_type",
+                path,
+                format!("the column holds {other}, which a chat record cannot hold"),
+            )
+            .hint("write text, numbers, booleans, lists and structs (convert or drop this column first)"))
+        }
+    })
+}
+
+fn list(values: &dyn Array, path: &str) -> std::result::Result<Value, Problem> {
+    (0..values.len())
+        .map(|i| value_at(values, i, &format!("{path}[{i}]")))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
+    use arrow_array::{BinaryArray, Int64Array, StringArray};
+    use arrow_schema::{Field, Fields, Schema};
+
+    use super::*;
+
+    fn messages_column(rows: &[&[(&str, Option<&str>)]]) -> Arc<dyn Array> {
+        let fields = Fields::from(vec![
+            Field::new("role", DataType::Utf8, true),
+            Field::new("content", DataType::Utf8, true),
+        ]);
+        let mut builder = ListBuilder::new(StructBuilder::from_fields(fields, 4));
+        for messages in rows {
+            for (role, content) in *messages {
+                let item = builder.values();
+                item.field_builder::<StringBuilder>(0).expect("role").append_value(role);
+                item.field_builder::<StringBuilder>(1)
+                    .expect("content")
+                    .append_option(*content);
+                item.append(true);
+            }
+            builder.append(true);
+        }
+        Arc::new(builder.finish())
+    }
+
+    #[test]
+    fn a_row_is_the_object_of_its_columns_with_nulls_left_out() {
+        let messages = messages_column(&[&[("user", Some("hi")), ("assistant", None)]]);
+        let tag: Arc<dyn Array> = Arc::new(StringArray::from(vec![None::<&str>]));
+        let id: Arc<dyn Array> = Arc::new(Int64Array::from(vec![7]));
+        let schema = Schema::new(vec![
+            Field::new("messages", messages.data_type().clone(), true),
+            Field::new("tag", DataType::Utf8, true),
+            Field::new("id", DataType::Int64, false),
+        ]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![messages, tag, id]).expect("batch");
+        assert_eq!(
+            row_json(&batch, 0).expect("json"),
+            r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant"}],"id":7}"#
+        );
+    }
+
+    #[test]
+    fn a_column_json_cannot_hold_is_a_problem_naming_it() {
+        let bytes: Arc<dyn Array> = Arc::new(BinaryArray::from(vec![b"\x00".as_slice()]));
+        let schema = Schema::new(vec![Field::new("audio", DataType::Binary, false)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![bytes]).expect("batch");
+        let problem = row_json(&batch, 0).expect_err("binary");
+        assert_eq!(
+            (problem.kind, problem.path.as_str()),
+            ("unsupported_column_type", "audio")
+        );
+    }
+}
