@@ -18,7 +18,8 @@ def add_engine_arguments(
     """DATA, --tokenizer, --template, --format, --max-length, --overlong, --threads."""
     parser.add_argument("data", nargs="+" if data_required else "*", metavar="DATA",
                         help="JSON/JSONL files (optionally .gz/.zst), Parquet or Arrow files, or directories of them "
-                             "(a `datasets` save_to_disk folder too)")
+                             "(a `datasets` save_to_disk folder too); local, or s3:// gs:// az:// https:// "
+                             "objects and prefixes")
     parser.add_argument("--tokenizer", required=tokenizer_required, metavar="DIR",
                         help="Hugging Face tokenizer directory (tokenizer.json + tokenizer_config.json)")
     parser.add_argument("--template", metavar="T",

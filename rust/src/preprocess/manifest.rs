@@ -26,11 +26,26 @@ pub(super) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The validation split's folder inside a pack.
 pub const VALIDATION_DIR: &str = "validation";
 
+/// An input file as the key knows it: a local file by the sha256 of its bytes, an object in a
+/// store by its ETag (read from the store's metadata: the object is not read twice).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputInfo {
     pub path: String,
     pub bytes: u64,
-    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl InputInfo {
+    /// What the pack key holds of this input: its content hash, or its ETag and size.
+    fn fingerprint(&self) -> String {
+        match (&self.sha256, &self.etag) {
+            (Some(sha256), _) => sha256.clone(),
+            (None, etag) => format!("etag:{}:{}", etag.as_deref().unwrap_or(""), self.bytes),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +141,16 @@ pub struct Manifest {
 
 pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
     use sha2::{Digest, Sha256};
+    if crate::read::is_remote(path) {
+        let url = path.display().to_string();
+        let (bytes, etag) = crate::read::Object::new(&url)?.head()?;
+        return Ok(InputInfo {
+            path: url,
+            bytes,
+            sha256: None,
+            etag,
+        });
+    }
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -142,7 +167,8 @@ pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
     Ok(InputInfo {
         path: path.display().to_string(),
         bytes,
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        sha256: Some(digest.iter().map(|b| format!("{b:02x}")).collect()),
+        etag: None,
     })
 }
 
@@ -162,7 +188,7 @@ pub(super) struct Provenance {
 struct KeyMaterial<'a> {
     engine: &'a str,
     engine_build: &'a str,
-    inputs: Vec<&'a str>,
+    inputs: Vec<String>,
     tokenizer_files: &'a BTreeMap<String, String>,
     template: &'a str,
     settings: &'a OutputSettings,
@@ -186,7 +212,7 @@ impl Provenance {
         let material = KeyMaterial {
             engine: ENGINE_VERSION,
             engine_build: ENGINE_BUILD,
-            inputs: inputs.iter().map(|i| i.sha256.as_str()).collect(),
+            inputs: inputs.iter().map(InputInfo::fingerprint).collect(),
             tokenizer_files: &tokenizer.files,
             template: &template.sha256,
             settings: &settings,

@@ -22,6 +22,7 @@ use arrow_array::{Array, RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, DataType};
 use serde_json::{Map, Number, Value};
 
+use super::remote::RemoteFile;
 use super::RawRecord;
 use crate::error::{Error, Problem, Result};
 
@@ -63,30 +64,49 @@ fn unreadable(path: &Path, what: &str, error: impl std::fmt::Display) -> Error {
 }
 
 fn open_batches(path: &Path) -> Result<Batches> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let ext = extension(path).unwrap_or_default();
+    if super::is_remote(path) {
+        let file = RemoteFile::open(&path.display().to_string())?;
+        return if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
+            parquet_batches(path, file)
+        } else if is_ipc_file(file.clone_at_start())? {
+            ipc_file_batches(path, file)
+        } else {
+            ipc_stream_batches(path, super::open(path)?)
+        };
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
-        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| unreadable(path, "Parquet", e))?;
-        let reader = builder
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| unreadable(path, "Parquet", e))?;
-        return Ok(Box::new(reader));
+        return parquet_batches(path, file);
     }
     debug_assert!(ARROW_EXTENSIONS.contains(&ext.as_str()));
-    // An IPC file starts with the magic "ARROW1"; a stream (datasets' save_to_disk) does not.
-    let mut magic = [0u8; 6];
-    let is_file = File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| &magic == b"ARROW1");
-    if is_file {
-        let reader =
-            arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| unreadable(path, "Arrow IPC", e))?;
-        return Ok(Box::new(reader));
+    if is_ipc_file(File::open(path).map_err(|e| Error::io(path, e))?)? {
+        return ipc_file_batches(path, file);
     }
-    let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
-        .map_err(|e| unreadable(path, "Arrow IPC", e))?;
+    ipc_stream_batches(path, Box::new(BufReader::with_capacity(1 << 20, file)))
+}
+
+/// An Arrow IPC file starts with the magic "ARROW1"; a stream (datasets' save_to_disk) does not.
+fn is_ipc_file(mut reader: impl Read) -> Result<bool> {
+    let mut magic = [0u8; 6];
+    Ok(reader.read_exact(&mut magic).is_ok() && &magic == b"ARROW1")
+}
+
+fn parquet_batches(path: &Path, file: impl parquet::file::reader::ChunkReader + 'static) -> Result<Batches> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|builder| builder.with_batch_size(BATCH_ROWS).build())
+        .map_err(|e| unreadable(path, "Parquet", e))?;
+    Ok(Box::new(reader))
+}
+
+fn ipc_file_batches(path: &Path, file: impl Read + std::io::Seek + Send + 'static) -> Result<Batches> {
+    let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| unreadable(path, "Arrow IPC", e))?;
+    Ok(Box::new(reader))
+}
+
+fn ipc_stream_batches(path: &Path, stream: Box<dyn std::io::BufRead + Send>) -> Result<Batches> {
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(stream, None).map_err(|e| unreadable(path, "Arrow IPC", e))?;
     let reader: Box<dyn RecordBatchReader + Send> = Box::new(reader);
     Ok(Box::new(reader))
 }

@@ -13,6 +13,7 @@
 //! `save_to_disk` folder stands for its Arrow files, in the order its `state.json` lists them.
 
 mod columnar;
+mod remote;
 mod scan;
 
 use std::fs::File;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Problem, Result};
 
 pub use columnar::is_columnar;
+pub use remote::{is_remote, Object};
 pub use scan::ValueScanner;
 
 /// One record as read from disk, before parsing.
@@ -78,6 +80,10 @@ pub fn not_data(dir: &Path) -> Option<&'static str> {
 pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
+        if is_remote(path) {
+            files.extend(remote::expand(&path.display().to_string(), is_data_file)?);
+            continue;
+        }
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
             if let Some(what) = not_data(path) {
@@ -202,10 +208,14 @@ fn split_compression(path: &Path) -> (String, Option<&'static str>) {
     (name, None)
 }
 
-/// Opens a file, decompressing by extension.
+/// Opens a file (or streams an object from its store), decompressing by extension.
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let raw = BufReader::with_capacity(1 << 20, file);
+    let raw: Box<dyn BufRead + Send> = if is_remote(path) {
+        Object::new(&path.display().to_string())?.stream()?
+    } else {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
     let reader: Box<dyn BufRead + Send> = match split_compression(path).1 {
         Some("gz") => Box::new(BufReader::with_capacity(
             1 << 20,

@@ -1,0 +1,135 @@
+"""Corpora where they live: s3:// objects (on a real S3-compatible server, moto's, started on
+loopback) read as local files are — JSONL streamed, Parquet by ranged reads, prefixes listed like
+directories — giving the same documents, with the objects named in every report."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sftpack import InputError, PackDataset, check
+from sftpack.preprocess import preprocess
+
+from .conftest import DEMO, data_path, read_jsonl
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Any:
+    """A bucket of this test's own, and the environment a user sets for an S3-compatible store."""
+    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    bucket = "sftpack-" + request.node.name.replace("_", "-")[:40].lower().strip("-")
+    client.create_bucket(Bucket=bucket)
+    client.bucket = bucket
+    return client
+
+
+def put(s3: Any, key: str, data: bytes) -> str:
+    s3.put_object(Bucket=s3.bucket, Key=key, Body=data)
+    return f"s3://{s3.bucket}/{key}"
+
+
+def parquet_bytes(records: list[dict[str, Any]]) -> bytes:
+    rows = [{"messages": [{"role": m["role"], "content": m["content"], "loss": m.get("loss")}
+                          for m in r["messages"]]} for r in records]
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink, row_group_size=20, compression="snappy")
+    return sink.getvalue()
+
+
+def documents(pack: Path) -> list[tuple[list[int], list[int]]]:
+    dataset = PackDataset(pack)
+    out = []
+    for i in range(len(dataset)):
+        ids, mask, cu = (dataset.column(i, n) for n in ("input_ids", "loss_mask", "cu_seqlens"))
+        out += [(ids[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(cu[:-1], cu[1:], strict=True)]
+    return sorted(out)
+
+
+def test_jsonl_parquet_files_and_s3_objects_give_the_same_documents(
+        s3: Any, tmp_path: Path, tokenizer_dir: Any) -> None:
+    records = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
+    tokenizer = tokenizer_dir("qwen3")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    local = tmp_path / "all.jsonl"
+    local.write_bytes(lines)
+    preprocess([local], tokenizer, tmp_path / "local", max_length=4096)
+    expected = documents(tmp_path / "local")
+    jsonl = put(s3, "chat/all.jsonl.gz", gzip.compress(lines))
+    for i, part in enumerate((records[:70], records[70:140], records[140:])):
+        put(s3, f"parquet/part-{i}.parquet", parquet_bytes(part))
+    put(s3, "parquet/.hidden/x.parquet", parquet_bytes(records[:3]))
+    put(s3, "parquet/_SUCCESS", b"")
+    for name, inputs in (("jsonl", [jsonl]), ("prefix", [f"s3://{s3.bucket}/parquet/"]),
+                         ("prefix without slash", [f"s3://{s3.bucket}/parquet"])):
+        out = tmp_path / name.replace(" ", "-")
+        result = preprocess(inputs, tokenizer, out, max_length=4096)
+        assert documents(out) == expected, name
+        manifest = result["manifest"]
+        assert [i["path"] for i in manifest["inputs"]] == (
+            [jsonl] if name == "jsonl" else [f"s3://{s3.bucket}/parquet/part-{i}.parquet" for i in range(3)])
+        assert all(i.get("etag") and "sha256" not in i for i in manifest["inputs"]), "keyed by ETag, not re-read"
+        assert preprocess(inputs, tokenizer, out, max_length=4096)["status"] == "up to date"
+
+
+def test_problems_in_objects_name_the_object_and_row(s3: Any) -> None:
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}
+    url = put(s3, "d.parquet", parquet_bytes([good, bad, good]))
+    report = check([url], DEMO)
+    assert (report["records"], report["encoded"]) == (3, 2)
+    example = report["problems"]["unknown_role"]["examples"][0]
+    assert (example["file"], example["line"]) == (url, 2)
+
+
+def test_a_missing_object_or_bucket_is_a_clear_error(s3: Any) -> None:
+    with pytest.raises(InputError, match="no object is named so") as error:
+        check([f"s3://{s3.bucket}/nothing/here.jsonl"], DEMO)
+    assert error.value.hint and "prefix" in error.value.hint
+    with pytest.raises(InputError, match="s3://no-such-bucket-sftpack/x.jsonl") as missing:
+        check(["s3://no-such-bucket-sftpack/x.jsonl"], DEMO)
+    assert missing.value.hint and "AWS_ENDPOINT_URL" in missing.value.hint
+
+
+def test_plain_http_is_only_for_this_machine(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="plain http is allowed only to this machine"):
+        check(["http://example.com/data.jsonl"], DEMO)
+
+
+def test_the_command_line_reads_a_bucket_prefix(s3: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    lines = (DEMO / "chat.jsonl").read_bytes()
+    put(s3, "demo/chat.jsonl", lines)
+    result = subprocess.run([sys.executable, "-m", "sftpack", "preprocess", f"s3://{s3.bucket}/demo/",
+                             "--tokenizer", str(DEMO), "--out", str(tmp_path / "pack"), "--max-length", "256"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    counts = json.loads((tmp_path / "pack" / "manifest.json").read_text())["counts"]
+    assert counts["records_read"] == 202 and counts["rejected"] == 2
