@@ -6,7 +6,10 @@ Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py)
 - per-actor rate (tokens/s of a part, from the actors' own clocks) and the driver's share: the
   merge (reading the parts' manifests, linking their shards), which depends on the number of
   parts and shards, not of documents;
-- an estimate for N machines from those two figures.
+- an estimate for N machines from those two figures;
+- beyond one machine: a Ray cluster simulated on this one (`ray.cluster_utils.Cluster`, 1 and 2
+  nodes of one CPU each), parts/s against the node count, and the input bytes the parts read
+  (the engine's count: hashing, framing, the validation split's count) against the corpus.
 
     python benches/bench_ray.py --size-mb 20 [--tokenizer qwen3] [--json out.json]
 """
@@ -37,6 +40,33 @@ def timed(label: str, run: Any) -> dict[str, Any]:
             "tokens_per_s": counts["tokens"] / seconds, "ray": result.get("ray")}
 
 
+def cluster_scaling(ray: Any, data: Path, tok: Path, work: Path, common: dict[str, Any]) -> dict[int, Any]:
+    """Parts/s on simulated clusters of 1 and 2 one-CPU nodes (4 parts), and each part's reads."""
+    from ray.cluster_utils import Cluster
+
+    from sftpack.preprocess import preprocess
+
+    runs = {}
+    for nodes in (1, 2):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        try:
+            out = work / f"cluster{nodes}"
+            started = time.perf_counter()
+            result = preprocess([data], tok, out, threads=1, engine="ray", ray_address=cluster.address,
+                                ray_actors=nodes, ray_parts=4, **common)
+            seconds = time.perf_counter() - started
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        parts = result["ray"]["parts"]
+        runs[nodes] = {"seconds": seconds, "parts_per_s": len(parts) / seconds, "parts": parts}
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=20.0)
@@ -61,6 +91,7 @@ def main() -> int:
         tok = tokenizer_dir(work, args.tokenizer)
         data = work / "corpus.jsonl"
         conversations = write_corpus(data, args.size_mb)
+        data_bytes = data.stat().st_size
         common = {"max_length": 4096, "overwrite": True}
         preprocess([data], tok, work / "warm", **common)  # fills the engine cache, as any earlier job would
         started = time.perf_counter()
@@ -80,6 +111,7 @@ def main() -> int:
             runs.append(timed(f"ray, {cpus} actors", lambda: preprocess(
                 [data], tok, fresh("rayn"), engine="ray", ray_actors=cpus, ray_cpus_per_actor=1, **common)))
         ray.shutdown()
+        scaling = cluster_scaling(ray, data, tok, work, common)
         best: dict[str, dict[str, Any]] = {}
         for run in runs:
             if run["label"] not in best or run["seconds"] < best[run["label"]]["seconds"]:
@@ -93,7 +125,8 @@ def main() -> int:
         merge_seconds = time.perf_counter() - started
     local = best["local"]
     ratios = {"ray_1_actor_to_local": best["ray, 1 actor"]["tokens_per_s"] / local["tokens_per_s"],
-              "ray_actors_to_local": rayn["tokens_per_s"] / local["tokens_per_s"]}
+              "ray_actors_to_local": rayn["tokens_per_s"] / local["tokens_per_s"],
+              "two_nodes_to_one": scaling[2]["parts_per_s"] / scaling[1]["parts_per_s"]}
     print(f"sftpack preprocess on Ray, {args.size_mb:.0f} MB real multi-turn corpus ({conversations:,} conversations), "
           f"{args.tokenizer} tokenizer, {cpus} CPUs; local Ray start-up {ray_start:.1f}s (not counted)")
     for run in best.values():
@@ -113,8 +146,15 @@ def main() -> int:
             print(f"  estimate: 100M documents ({tokens_per_doc:,.0f} tokens each) on {machines} machines x "
                   f"{cpus_each} CPUs: {seconds / 60:,.1f} min of encoding at {rate / 1e6:,.0f}M tokens/s; "
                   f"driver: {machines} manifests, ~{machines * merge_seconds / max(len(part_dirs), 1):.2f}s")
+    corpus_bytes = data_bytes
+    for nodes, run in scaling.items():
+        read = sum(p["input_bytes_read"] for p in run["parts"])
+        print(f"  cluster of {nodes} node(s) x 1 CPU: {run['parts_per_s']:.2f} parts/s ({len(run['parts'])} parts, "
+              f"{run['seconds']:.1f}s); the parts read {read / corpus_bytes:.2f}x the corpus in all "
+              f"({read / len(run['parts']) / 1e6:.1f} MB each; 1.0x = read once)")
+    print(f"  2 nodes / 1 node: {ratios['two_nodes_to_one']:.2f}x the parts/s (2.0 = linear)")
     if args.json:
-        args.json.write_text(json.dumps({"runs": list(best.values()), "ray_start_s": ray_start,
+        args.json.write_text(json.dumps({"runs": list(best.values()), "ray_start_s": ray_start, "scaling": scaling,
                                          "merge_s": merge_seconds, **ratios}, indent=2, default=str))
     return check_floors("bench_ray", ratios) if args.check_floors else 0
 

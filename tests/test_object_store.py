@@ -94,6 +94,11 @@ def test_jsonl_parquet_files_and_s3_objects_give_the_same_documents(
         assert [i["path"] for i in manifest["inputs"]] == (
             [jsonl] if name == "jsonl" else [f"s3://{s3.bucket}/parquet/part-{i}.parquet" for i in range(3)])
         assert all(i.get("etag") and "sha256" not in i for i in manifest["inputs"]), "keyed by ETag, not re-read"
+        stored = sum(i["bytes"] for i in manifest["inputs"])
+        if name == "jsonl":
+            assert result["timing"]["input_bytes_read"] == stored, "an object is read once: one streamed GET"
+        else:  # Parquet: the footer, then each row group once (one ranged GET each)
+            assert 0.95 * stored <= result["timing"]["input_bytes_read"] <= 1.05 * stored
         assert preprocess(inputs, tokenizer, out, max_length=4096)["status"] == "up to date"
 
 

@@ -56,6 +56,8 @@ def _part_settings(settings: PreprocessSettings, parts: int, index: int, threads
 
 def _prepare_part(settings: PreprocessSettings) -> dict[str, Any]:
     """Runs in an actor: one part, as an ordinary (resumable) local run."""
+    import ray  # noqa: PLC0415
+
     from .preprocess import run_preprocess  # noqa: PLC0415
 
     started = time.monotonic()
@@ -63,7 +65,9 @@ def _prepare_part(settings: PreprocessSettings) -> dict[str, Any]:
     manifest = result["manifest"]
     return {"status": result["status"], "out": result["out"], "index": settings.shard_index,
             "records": manifest["counts"]["records_read"], "tokens": manifest["counts"]["tokens"],
-            "seconds": time.monotonic() - started, "node": os.uname().nodename}
+            "seconds": time.monotonic() - started, "node": os.uname().nodename,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "input_bytes_read": result["timing"]["input_bytes_read"]}
 
 
 def _absolute_map_fn(spec: str | None) -> str | None:
@@ -86,7 +90,8 @@ def preprocess_on_ray(settings: PreprocessSettings, progress: Callable[[Progress
     if settings.num_shards is not None:
         raise ConfigError("`engine: ray` splits the job into parts itself; leave `num_shards` and `shard_index` out")
     settings = replace(settings, out=os.path.abspath(settings.out),
-                       job=replace(settings.job, inputs=tuple(os.path.abspath(p) for p in settings.job.inputs),
+                       job=replace(settings.job, inputs=tuple(p if "://" in p else os.path.abspath(p)
+                                                              for p in settings.job.inputs),
                                    tokenizer=os.path.abspath(settings.job.tokenizer),
                                    map_fn=_absolute_map_fn(settings.job.map_fn)))
     started_here = not ray.is_initialized()

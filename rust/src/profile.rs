@@ -32,10 +32,41 @@ pub enum Stage {
 
 const STAGES: usize = 8;
 static NANOS: [AtomicU64; STAGES] = [const { AtomicU64::new(0) }; STAGES];
+/// Bytes read from the job's inputs (files and objects: hashing, framing, counting for the
+/// validation split), before decompression: how many times a job reads its corpus.
+static INPUT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 pub fn reset() {
     for counter in &NANOS {
         counter.store(0, Ordering::Relaxed);
+    }
+    INPUT_BYTES.store(0, Ordering::Relaxed);
+}
+
+/// Counts `n` bytes read from an input.
+pub fn read_input(n: usize) {
+    INPUT_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Input bytes read since the last reset.
+pub fn input_bytes() -> u64 {
+    INPUT_BYTES.load(Ordering::Relaxed)
+}
+
+/// A reader that counts what it reads as input bytes.
+pub struct CountingReader<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        read_input(n);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for CountingReader<R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(to)
     }
 }
 

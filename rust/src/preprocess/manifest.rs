@@ -162,6 +162,7 @@ pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
         }
         hasher.update(&buf[..n]);
         bytes += n as u64;
+        crate::profile::read_input(n);
     }
     let digest = hasher.finalize();
     Ok(InputInfo {

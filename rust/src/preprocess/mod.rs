@@ -148,6 +148,8 @@ pub struct Timing {
     pub wall_s: f64,
     pub engine_build_s: f64,
     pub stages: Profile,
+    /// Bytes read from the inputs (hashing, framing, counting), before decompression.
+    pub input_bytes_read: u64,
 }
 
 struct Run<'a> {
@@ -260,6 +262,7 @@ pub fn preprocess(
             wall_s: started.elapsed().as_secs_f64(),
             engine_build_s: encoder.tokenizer.engine_build_seconds(),
             stages: profile::snapshot(),
+            input_bytes_read: profile::input_bytes(),
         },
     };
     if let Some(manifest) = finished_pack(config, &provenance.key)? {

@@ -68,7 +68,7 @@ fn open_batches(path: &Path) -> Result<Batches> {
     if super::is_remote(path) {
         let file = RemoteFile::open(&path.display().to_string())?;
         return if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
-            parquet_batches(path, file)
+            remote_parquet_batches(path, file)
         } else if is_ipc_file(file.clone_at_start())? {
             ipc_file_batches(path, file)
         } else {
@@ -77,13 +77,39 @@ fn open_batches(path: &Path) -> Result<Batches> {
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
-        return parquet_batches(path, file);
+        return parquet_batches(path, CountingFile(file));
     }
     debug_assert!(ARROW_EXTENSIONS.contains(&ext.as_str()));
     if is_ipc_file(File::open(path).map_err(|e| Error::io(path, e))?)? {
-        return ipc_file_batches(path, file);
+        return ipc_file_batches(path, crate::profile::CountingReader(file));
     }
-    ipc_stream_batches(path, Box::new(BufReader::with_capacity(1 << 20, file)))
+    ipc_stream_batches(
+        path,
+        Box::new(BufReader::with_capacity(1 << 20, crate::profile::CountingReader(file))),
+    )
+}
+
+/// A local Parquet file whose ranged reads count as input bytes.
+struct CountingFile(File);
+
+impl parquet::file::reader::Length for CountingFile {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+impl parquet::file::reader::ChunkReader for CountingFile {
+    type T = crate::profile::CountingReader<<File as parquet::file::reader::ChunkReader>::T>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        self.0.get_read(start).map(crate::profile::CountingReader)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let bytes = self.0.get_bytes(start, length)?;
+        crate::profile::read_input(bytes.len());
+        Ok(bytes)
+    }
 }
 
 /// An Arrow IPC file starts with the magic "ARROW1"; a stream (datasets' save_to_disk) does not.
@@ -95,6 +121,30 @@ fn is_ipc_file(mut reader: impl Read) -> Result<bool> {
 fn parquet_batches(path: &Path, file: impl parquet::file::reader::ChunkReader + 'static) -> Result<Batches> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|builder| builder.with_batch_size(BATCH_ROWS).build())
+        .map_err(|e| unreadable(path, "Parquet", e))?;
+    Ok(Box::new(reader))
+}
+
+/// A Parquet object: the footer first, then one ranged GET per row group.
+fn remote_parquet_batches(path: &Path, file: RemoteFile) -> Result<Batches> {
+    let handle = file.clone_at_start();
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(path, "Parquet", e))?;
+    let ranges = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .filter_map(|group| {
+            let spans = group.columns().iter().map(|column| column.byte_range());
+            let start = spans.clone().map(|(start, _)| start).min()?;
+            let end = spans.map(|(start, length)| start + length).max()?;
+            Some(start..end)
+        })
+        .collect();
+    handle.set_row_groups(ranges);
+    let reader = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
         .map_err(|e| unreadable(path, "Parquet", e))?;
     Ok(Box::new(reader))
 }

@@ -208,14 +208,20 @@ fn split_compression(path: &Path) -> (String, Option<&'static str>) {
     (name, None)
 }
 
-/// Opens a file (or streams an object from its store), decompressing by extension.
+/// Opens an input (a file, or an object streamed from its store), decompressing by extension;
+/// its bytes count as input read ([`crate::profile::input_bytes`]).
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    let raw: Box<dyn BufRead + Send> = if is_remote(path) {
-        Object::new(&path.display().to_string())?.stream()?
-    } else {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    if is_remote(path) {
+        return decompressed(path, Object::new(&path.display().to_string())?.stream()?);
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    decompressed(
+        path,
+        Box::new(BufReader::with_capacity(1 << 20, crate::profile::CountingReader(file))),
+    )
+}
+
+fn decompressed(path: &Path, raw: Box<dyn BufRead + Send>) -> Result<Box<dyn BufRead + Send>> {
     let reader: Box<dyn BufRead + Send> = match split_compression(path).1 {
         Some("gz") => Box::new(BufReader::with_capacity(
             1 << 20,
@@ -321,6 +327,9 @@ pub(crate) fn decode_utf8(bytes: &[u8]) -> std::result::Result<&str, Problem> {
 /// Reads a whole small file (configs, templates), naming the path on failure.
 pub fn read_to_string(path: &Path) -> Result<String> {
     let mut text = String::new();
-    open(path)?.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    decompressed(path, Box::new(BufReader::new(file)))?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(path, e))?;
     Ok(text)
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -33,6 +33,9 @@ const SCHEMES: [&str; 8] = [
 const LOOPBACK: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
 /// Bytes fetched at a time where a reader seeks (Arrow IPC files): few requests, bounded memory.
 const BLOCK: u64 = 8 << 20;
+/// Bytes fetched at a time where Parquet's reader reads on from a position (a column chunk's
+/// pages): it stops anywhere, so little is fetched past where it stops.
+const PAGE_BLOCK: u64 = 256 << 10;
 
 /// Whether `path` is an object-store URL rather than a local path.
 pub fn is_remote(path: &Path) -> bool {
@@ -150,23 +153,11 @@ impl Object {
 
     /// Bytes `range` of the object (one ranged GET).
     pub fn range(&self, range: std::ops::Range<u64>) -> std::io::Result<Bytes> {
-        runtime()
+        let bytes = runtime()
             .block_on(self.store.get_range(&self.key, range))
-            .map_err(std::io::Error::other)
-    }
-
-    /// The bytes from `start` to the end, streamed.
-    pub fn stream_from(&self, start: u64) -> std::io::Result<BlockingStream> {
-        let options = GetOptions {
-            range: Some(GetRange::Offset(start)),
-            ..Default::default()
-        };
-        let result = runtime()
-            .block_on(self.store.get_opts(&self.key, options))
             .map_err(std::io::Error::other)?;
-        Ok(BlockingStream::new(
-            result.into_stream().map_err(std::io::Error::other).boxed(),
-        ))
+        crate::profile::read_input(bytes.len());
+        Ok(bytes)
     }
 }
 
@@ -202,7 +193,7 @@ pub(super) fn expand(url: &str, keep: impl Fn(&Path) -> bool) -> Result<Vec<Path
 }
 
 /// A stream of byte chunks read as a blocking `Read`, one chunk at a time.
-pub struct BlockingStream {
+struct BlockingStream {
     stream: BoxStream<'static, std::io::Result<Bytes>>,
     current: Bytes,
 }
@@ -220,7 +211,10 @@ impl Read for BlockingStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match runtime().block_on(self.stream.next()) {
-                Some(chunk) => self.current = chunk?,
+                Some(chunk) => {
+                    self.current = chunk?;
+                    crate::profile::read_input(self.current.len());
+                }
                 None => return Ok(0),
             }
         }
@@ -237,6 +231,39 @@ pub(super) struct RemoteFile {
     size: u64,
     position: u64,
     block: (u64, Bytes),
+    block_size: u64,
+    row_groups: Arc<Mutex<RowGroups>>,
+}
+
+/// A Parquet file's row groups as byte ranges, and those fetched lately: their column chunks
+/// are read from memory, so each row group costs one ranged GET. A batch of rows may span a few
+/// small row groups, whose columns are read one after another: the last ones fetched stay, up to
+/// [`ROW_GROUP_CACHE`] bytes (and always the last one, however large).
+#[derive(Default)]
+pub(super) struct RowGroups {
+    ranges: Vec<std::ops::Range<u64>>,
+    fetched: std::collections::VecDeque<(std::ops::Range<u64>, Bytes)>,
+}
+
+const ROW_GROUP_CACHE: usize = 64 << 20;
+
+impl RowGroups {
+    /// The bytes of the row group holding `start..end`, fetched if they are not at hand.
+    fn bytes_for(&mut self, object: &Object, start: u64, end: u64) -> std::io::Result<Option<Bytes>> {
+        let Some(range) = self.ranges.iter().find(|r| r.start <= start && end <= r.end).cloned() else {
+            return Ok(None);
+        };
+        let at = (start - range.start) as usize..(end - range.start) as usize;
+        if let Some((_, bytes)) = self.fetched.iter().find(|(r, _)| *r == range) {
+            return Ok(Some(bytes.slice(at)));
+        }
+        let bytes = object.range(range.clone())?;
+        self.fetched.push_back((range, bytes.clone()));
+        while self.fetched.len() > 1 && self.fetched.iter().map(|(_, b)| b.len()).sum::<usize>() > ROW_GROUP_CACHE {
+            self.fetched.pop_front();
+        }
+        Ok(Some(bytes.slice(at)))
+    }
 }
 
 impl RemoteFile {
@@ -248,6 +275,8 @@ impl RemoteFile {
             size,
             position: 0,
             block: (0, Bytes::new()),
+            block_size: BLOCK,
+            row_groups: Arc::default(),
         })
     }
 }
@@ -255,12 +284,40 @@ impl RemoteFile {
 impl RemoteFile {
     /// Another reader of the same object, at its start (no request until it reads).
     pub(super) fn clone_at_start(&self) -> RemoteFile {
+        self.reader_at(0, BLOCK)
+    }
+
+    fn reader_at(&self, position: u64, block_size: u64) -> RemoteFile {
         RemoteFile {
             object: self.object.clone(),
             size: self.size,
-            position: 0,
+            position,
             block: (0, Bytes::new()),
+            block_size,
+            row_groups: self.row_groups.clone(),
         }
+    }
+
+    /// Tells the reader where the row groups lie (from the footer), so that reading a column
+    /// chunk fetches its whole row group once.
+    pub(super) fn set_row_groups(&self, ranges: Vec<std::ops::Range<u64>>) {
+        if let Ok(mut row_groups) = self.row_groups.lock() {
+            row_groups.ranges = ranges;
+        }
+    }
+
+    /// Bytes `start..end` from a row group fetched once, if they lie in one.
+    fn row_group_bytes(&self, start: u64, end: u64) -> std::io::Result<Option<Bytes>> {
+        self.row_groups
+            .lock()
+            .map_err(|_| std::io::Error::other("a reader thread panicked"))?
+            .bytes_for(&self.object, start, end)
+    }
+
+    /// The end of the row group holding `start`, if the row groups are known.
+    fn row_group_end(&self, start: u64) -> Option<u64> {
+        let row_groups = self.row_groups.lock().ok()?;
+        row_groups.ranges.iter().find(|r| r.contains(&start)).map(|r| r.end)
     }
 }
 
@@ -271,7 +328,7 @@ impl Read for RemoteFile {
         }
         let (start, block) = &self.block;
         if self.position < *start || self.position >= start + block.len() as u64 {
-            let end = (self.position + BLOCK).min(self.size);
+            let end = (self.position + self.block_size).min(self.size);
             self.block = (self.position, self.object.range(self.position..end)?);
         }
         let (start, block) = &self.block;
@@ -308,15 +365,25 @@ impl parquet::file::reader::Length for RemoteFile {
 }
 
 impl parquet::file::reader::ChunkReader for RemoteFile {
-    type T = BlockingStream;
+    type T = Box<dyn Read + Send>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        self.object
-            .stream_from(start)
-            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        use bytes::Buf;
+        let external = |e: std::io::Error| parquet::errors::ParquetError::External(Box::new(e));
+        if let Some(end) = self.row_group_end(start) {
+            if let Some(bytes) = self.row_group_bytes(start, end).map_err(external)? {
+                return Ok(Box::new(bytes.reader()));
+            }
+        }
+        Ok(Box::new(self.reader_at(start, PAGE_BLOCK)))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let end = start + length as u64;
+        let external = |e: std::io::Error| parquet::errors::ParquetError::External(Box::new(e));
+        if let Some(bytes) = self.row_group_bytes(start, end).map_err(external)? {
+            return Ok(bytes);
+        }
         self.object
             .range(start..start + length as u64)
             .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
