@@ -9,6 +9,7 @@ Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py)
 - the ratio to a Python pipeline of the peers' kind: datasets.map (num_proc = threads) with
   transformers apply_chat_template and per-record labels from prefix renderings;
 - the cost of a trivial (identity) map function, run in the engine's loop as a stage;
+- the same corpus from one Parquet file (zstd) against JSONL;
 - the engine's own profile: start-up, and CPU seconds per stage (read, map, parse, render,
   tokenize, mask, write);
 - packing efficiency at 2048 / 4096 / 8192;
@@ -110,6 +111,16 @@ print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}))
 """
 
 
+def write_parquet(jsonl: Path, target: Path) -> Path:
+    """The same corpus as one Parquet file (zstd, 20k-row groups), as the Hub stores chat data."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), target, row_group_size=20_000, compression="zstd")
+    return target
+
+
 def run_sftpack(data: Path, tokenizer: Path, out: Path, threads: int, max_length: int,
                 map_fn: str = "", cache: str = "") -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)  # a finished pack would make the run a no-op
@@ -179,7 +190,8 @@ def main() -> int:
         # A tokenizer's first job fills the engine cache (its start-up and peak memory are
         # measured below, apart): the timed runs are the jobs after it, as users mostly run.
         run_sftpack(tiny, tok, work / "tiny", args.threads, 4096)
-        runs, floors, floors_v1, single, mapped = [], [], [], [], []
+        parquet = write_parquet(data, work / "corpus.parquet")
+        runs, floors, floors_v1, single, mapped, columnar = [], [], [], [], [], []
         for _ in range(args.repeat):  # alternated, so load on the shared machine hits all alike
             runs.append(run_sftpack(data, tok, work / "pack4096", args.threads, 4096))
             floors.append(child_json(FLOOR, str(tok / "tokenizer.json"), str(work / "rendered.json"),
@@ -191,7 +203,12 @@ def main() -> int:
             if not args.skip_map:
                 mapped.append(run_sftpack(data, tok, work / "mapped", args.threads, 4096,
                                           f"{work / 'identity.py'}:identity"))
+            columnar.append(run_sftpack(parquet, tok, work / "parquet", args.threads, 4096))
         main_run = min(runs, key=lambda r: r["seconds"])
+        fastest_parquet = min(columnar, key=lambda r: r["seconds"])
+        figures["parquet"] = {**fastest_parquet, "tokens_per_s": fastest_parquet["tokens"] / fastest_parquet["seconds"],
+                              "ratio_to_jsonl": main_run["seconds"] / fastest_parquet["seconds"],
+                              "bytes": parquet.stat().st_size}
         floor = min(floors, key=lambda r: r["seconds"])
         if mapped:
             fastest = min(mapped, key=lambda r: r["seconds"])
@@ -288,6 +305,11 @@ def report(f: dict[str, Any]) -> None:
     v1 = f["floor_v1"]
     print(f"  floor 1.0   {v1['tokens_per_s']:>12,.0f} tokens/s  ({v1['engine']} ids only on rendered text)"
           f"  -> ratio {f['ratio_to_floor_v1']:.2f} end to end")
+    if "parquet" in f:
+        pq_run = f["parquet"]
+        print(f"  parquet     {pq_run['tokens_per_s']:>12,.0f} tokens/s  the same corpus as one zstd Parquet file "
+              f"({pq_run['bytes'] / 1e6:.1f} MB, peak RSS {pq_run['rss_mb']:,.0f} MB)  -> "
+              f"{pq_run['ratio_to_jsonl']:.2f}x the speed from JSONL")
     if "with_map_fn" in f:
         m = f["with_map_fn"]
         print(f"  map fn      {m['tokens_per_s']:>12,.0f} tokens/s  with an identity map function in the loop"
