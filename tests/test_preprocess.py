@@ -286,3 +286,26 @@ def test_the_key_sees_every_tokenizer_file_that_can_change_ids(tmp_path: Path, e
         preprocess([data], tokenizer, out, max_length=256)
     second = preprocess([data], tokenizer, out, max_length=256, overwrite=True)["manifest"]
     assert second["key"] != first["key"] and second["engine_build"] == first["engine_build"]
+
+
+def test_a_run_reads_its_input_once_and_records_what_it_read(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    data, out = dataset(tmp_path, 300), tmp_path / "out"
+    result = preprocess([data], DEMO, out, max_length=256)
+    assert result["timing"]["input_bytes_read"] == data.stat().st_size, "no separate hashing pass"
+    recorded = result["manifest"]["inputs"][0]
+    assert recorded["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest(), "hashed as it was read"
+    assert recorded["bytes"] == data.stat().st_size and recorded["modified_ns"] == data.stat().st_mtime_ns
+    again = preprocess([data], DEMO, out, max_length=256)
+    assert again["status"] == "up to date" and again["timing"]["input_bytes_read"] == 0
+    # A new time on the same bytes (a copy, a touch): checked once against the recorded hash
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 10**9))
+    touched = preprocess([data], DEMO, out, max_length=256)
+    assert touched["status"] == "up to date" and touched["timing"]["input_bytes_read"] == data.stat().st_size
+    assert touched["manifest"]["inputs"][0]["modified_ns"] == data.stat().st_mtime_ns
+    assert preprocess([data], DEMO, out, max_length=256)["timing"]["input_bytes_read"] == 0, "the new time is kept"
+    data.write_text(data.read_text().replace("plus", "PLUS", 1))  # other bytes, same size
+    with pytest.raises(ConfigError, match="other inputs or settings"):
+        preprocess([data], DEMO, out, max_length=256)

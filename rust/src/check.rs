@@ -179,6 +179,7 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
         mapper,
         threads: config.threads,
         partition: None,
+        digests: None,
     };
     stream(&source, 0, &mut on_record, &mut |_| true)?;
     report.records = tally.records_read;

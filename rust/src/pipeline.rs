@@ -180,6 +180,8 @@ pub struct Source<'a> {
     pub threads: Option<usize>,
     /// Only this part's records are mapped and encoded, if set.
     pub partition: Option<Partition>,
+    /// Where to put the sha256 of each file read whole (by file index), if wanted.
+    pub digests: Option<&'a std::sync::Mutex<Vec<Option<String>>>>,
 }
 
 /// A record and its position over all the job's files.
@@ -318,7 +320,7 @@ pub fn stream(
     };
     for (file_index, path) in source.files.iter().enumerate() {
         let mut format = source.forced;
-        let mut records = read::records(file_index as u32, path)?;
+        let (mut records, digest) = read::records_hashing(file_index as u32, path)?;
         loop {
             let batch: Vec<RawRecord> =
                 profile::time(Stage::Read, || records.by_ref().take(BATCH).collect::<Result<_>>())?;
@@ -363,6 +365,11 @@ pub fn stream(
             if !on_batch(&progress) {
                 hand_over_all(std::mem::take(&mut pending), &mut ahead, on_record)?;
                 return Err(Error::Interrupted);
+            }
+        }
+        if let (Some(digest), Some(digests)) = (digest, source.digests) {
+            if let Ok(mut digests) = digests.lock() {
+                digests[file_index] = digest.finish();
             }
         }
     }

@@ -26,12 +26,17 @@ pub(super) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The validation split's folder inside a pack.
 pub const VALIDATION_DIR: &str = "validation";
 
-/// An input file as the key knows it: a local file by the sha256 of its bytes, an object in a
-/// store by its ETag (read from the store's metadata: the object is not read twice).
+/// An input as the pack knows it. The key holds what describes it without reading it: a local
+/// file's size and modification time, an object's ETag and size. `sha256` is the hash of the
+/// bytes the run read, computed as it read them (JSON inputs, read whole); a re-run whose inputs
+/// only got new times checks it before calling the pack out of date.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputInfo {
     pub path: String,
     pub bytes: u64,
+    /// Last modified, in nanoseconds since the Unix epoch (local files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,11 +44,11 @@ pub struct InputInfo {
 }
 
 impl InputInfo {
-    /// What the pack key holds of this input: its content hash, or its ETag and size.
+    /// What the pack key holds of this input.
     fn fingerprint(&self) -> String {
-        match (&self.sha256, &self.etag) {
-            (Some(sha256), _) => sha256.clone(),
-            (None, etag) => format!("etag:{}:{}", etag.as_deref().unwrap_or(""), self.bytes),
+        match &self.etag {
+            Some(etag) => format!("etag:{etag}:{}", self.bytes),
+            None => format!("file:{}:{}", self.bytes, self.modified_ns.unwrap_or(0)),
         }
     }
 }
@@ -139,38 +144,70 @@ pub struct Manifest {
     pub tokenizer_engine: Option<EngineReport>,
 }
 
-pub(super) fn hash_file(path: &Path) -> Result<InputInfo> {
-    use sha2::{Digest, Sha256};
+/// An input described from its metadata (nothing is read).
+pub(super) fn describe_input(path: &Path) -> Result<InputInfo> {
     if crate::read::is_remote(path) {
         let url = path.display().to_string();
         let (bytes, etag) = crate::read::Object::new(&url)?.head()?;
         return Ok(InputInfo {
             path: url,
             bytes,
+            modified_ns: None,
             sha256: None,
             etag,
         });
     }
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64);
+    Ok(InputInfo {
+        path: path.display().to_string(),
+        bytes: meta.len(),
+        modified_ns: modified,
+        sha256: None,
+        etag: None,
+    })
+}
+
+/// Whether the inputs a pack recorded hold the bytes the current ones do: same paths and sizes,
+/// and each recorded sha256 equal to the current file's (read here: the one case a run hashes a
+/// file apart from reading it, when only its time changed).
+pub(super) fn same_bytes(recorded: &[InputInfo], current: &[InputInfo]) -> Result<bool> {
+    if recorded.len() != current.len() {
+        return Ok(false);
+    }
+    for (old, new) in recorded.iter().zip(current) {
+        if old.path != new.path || old.bytes != new.bytes || old.etag != new.etag {
+            return Ok(false);
+        }
+        if old.fingerprint() == new.fingerprint() {
+            continue;
+        }
+        match &old.sha256 {
+            Some(sha256) if *sha256 == hash_file(Path::new(&new.path))? => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+fn hash_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
     loop {
         let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        bytes += n as u64;
         crate::profile::read_input(n);
     }
-    let digest = hasher.finalize();
-    Ok(InputInfo {
-        path: path.display().to_string(),
-        bytes,
-        sha256: Some(digest.iter().map(|b| format!("{b:02x}")).collect()),
-        etag: None,
-    })
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What every manifest of a run shares: the key and what it was computed from.
@@ -210,21 +247,34 @@ impl Provenance {
             sha256: encoder.template.sha256(),
         };
         let settings = OutputSettings::of(config);
-        let material = KeyMaterial {
-            engine: ENGINE_VERSION,
-            engine_build: ENGINE_BUILD,
-            inputs: inputs.iter().map(InputInfo::fingerprint).collect(),
-            tokenizer_files: &tokenizer.files,
-            template: &template.sha256,
-            settings: &settings,
-        };
-        let key = hex_sha256(serde_json::to_string(&material).unwrap_or_default().as_bytes());
-        Provenance {
-            key,
+        let mut provenance = Provenance {
+            key: String::new(),
             inputs,
             tokenizer,
             template,
             settings,
+        };
+        provenance.key = provenance.key_with(&provenance.inputs);
+        provenance
+    }
+
+    /// The key of this run's settings, tokenizer and template with `inputs`.
+    pub(super) fn key_with(&self, inputs: &[InputInfo]) -> String {
+        let material = KeyMaterial {
+            engine: ENGINE_VERSION,
+            engine_build: ENGINE_BUILD,
+            inputs: inputs.iter().map(InputInfo::fingerprint).collect(),
+            tokenizer_files: &self.tokenizer.files,
+            template: &self.template.sha256,
+            settings: &self.settings,
+        };
+        hex_sha256(serde_json::to_string(&material).unwrap_or_default().as_bytes())
+    }
+
+    /// Records the sha256 of each input the run read whole.
+    pub(super) fn set_digests(&mut self, digests: Vec<Option<String>>) {
+        for (input, digest) in self.inputs.iter_mut().zip(digests) {
+            input.sha256 = digest;
         }
     }
 

@@ -38,7 +38,7 @@ use crate::read::{self, RawRecord};
 use crate::schema::Format;
 use crate::tokenize::EngineReport;
 
-use manifest::{hash_file, Provenance};
+use manifest::{describe_input, same_bytes, Provenance};
 pub use manifest::{
     InputInfo, Manifest, OutputSettings, TemplateInfo, TokenizerInfo, ValidationInfo, FORMAT_NAME, FORMAT_VERSION,
     VALIDATION_DIR,
@@ -244,14 +244,14 @@ pub fn preprocess(
         || {
             files
                 .par_iter()
-                .map(|p| hash_file(p))
+                .map(|p| describe_input(p))
                 .collect::<Result<Vec<InputInfo>>>()
         },
     );
     let (encoder, inputs) = (encoder?, inputs?);
     let forced = forced_format(&config.job)?;
     let bytes_total: u64 = inputs.iter().map(|i| i.bytes).sum();
-    let provenance = Provenance::new(config, &encoder, inputs);
+    let mut provenance = Provenance::new(config, &encoder, inputs);
     let setup_s = started.elapsed().as_secs_f64();
     let report = |status: &str, manifest| PreprocessReport {
         status: status.into(),
@@ -265,10 +265,11 @@ pub fn preprocess(
             input_bytes_read: profile::input_bytes(),
         },
     };
-    if let Some(manifest) = finished_pack(config, &provenance.key)? {
+    if let Some(manifest) = finished_pack(config, &provenance)? {
         return Ok(report("up to date", manifest));
     }
     let (mut run, resumed) = Run::open(config, &provenance.key, &files)?;
+    let digests = std::sync::Mutex::new(vec![None; files.len()]);
     let source = Source {
         files: &files,
         forced,
@@ -276,6 +277,7 @@ pub fn preprocess(
         mapper,
         threads: config.job.threads,
         partition: config.partition.map(Partition::check).transpose()?,
+        digests: Some(&digests),
     };
     let streamed = run.stream(&source, bytes_total, progress);
     if let Err(error @ (Error::Overlong { .. } | Error::Tokenizer(_))) = streamed {
@@ -286,21 +288,35 @@ pub fn preprocess(
     }
     streamed?;
     profile::time(Stage::Write, || run.flush_windows())?;
+    provenance.set_digests(digests.into_inner().unwrap_or_default());
     let manifest = write_manifests(&run, &provenance, encoder.tokenizer.engine_report(), out)?;
     let progress_path = out.join("progress.json");
     std::fs::remove_file(&progress_path).map_err(|e| Error::io(&progress_path, e))?;
     Ok(report(if resumed { "resumed" } else { "done" }, manifest))
 }
 
-/// The finished pack in the output directory if it has this key. A pack with another key is an
-/// error, or, with `overwrite`, removed.
-fn finished_pack(config: &PreprocessConfig, key: &str) -> Result<Option<Manifest>> {
+/// The finished pack in the output directory if it has this run's key, or if only its inputs'
+/// times changed (same settings, same bytes: then its manifests record the new times). A pack
+/// made otherwise is an error, or, with `overwrite`, removed.
+fn finished_pack(config: &PreprocessConfig, provenance: &Provenance) -> Result<Option<Manifest>> {
     let out = &config.out;
     let Some(existing) = read_json::<Value>(&out.join("manifest.json")) else {
         return Ok(None);
     };
-    if existing.get("key").and_then(Value::as_str) == Some(key) {
-        if let Ok(manifest) = serde_json::from_value::<Manifest>(existing) {
+    if let Ok(mut manifest) = serde_json::from_value::<Manifest>(existing) {
+        if manifest.key == provenance.key {
+            return Ok(Some(manifest));
+        }
+        let same_settings = provenance.key_with(&manifest.inputs) == manifest.key;
+        if same_settings && same_bytes(&manifest.inputs, &provenance.inputs)? {
+            for path in [
+                out.join("manifest.json"),
+                out.join(VALIDATION_DIR).join("manifest.json"),
+            ] {
+                retime(&path, provenance)?;
+            }
+            manifest.key.clone_from(&provenance.key);
+            manifest.inputs = retimed(&manifest.inputs, &provenance.inputs);
             return Ok(Some(manifest));
         }
     }
@@ -313,6 +329,29 @@ fn finished_pack(config: &PreprocessConfig, key: &str) -> Result<Option<Manifest
     }
     clear_output(out, &out.join(VALIDATION_DIR))?;
     Ok(None)
+}
+
+/// The recorded inputs with the current times (and the recorded hashes).
+fn retimed(recorded: &[InputInfo], current: &[InputInfo]) -> Vec<InputInfo> {
+    recorded
+        .iter()
+        .zip(current)
+        .map(|(old, new)| InputInfo {
+            sha256: old.sha256.clone(),
+            ..new.clone()
+        })
+        .collect()
+}
+
+/// Rewrites a manifest of this pack (if there) with the current input times and key.
+fn retime(path: &Path, provenance: &Provenance) -> Result<()> {
+    let Some(mut manifest) = read_json::<Manifest>(path) else {
+        return Ok(());
+    };
+    manifest.inputs = retimed(&manifest.inputs, &provenance.inputs);
+    manifest.key.clone_from(&provenance.key);
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    write_atomic(path, &text)
 }
 
 impl<'a> Run<'a> {

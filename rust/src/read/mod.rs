@@ -211,14 +211,54 @@ fn split_compression(path: &Path) -> (String, Option<&'static str>) {
 /// Opens an input (a file, or an object streamed from its store), decompressing by extension;
 /// its bytes count as input read ([`crate::profile::input_bytes`]).
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    open_hashing(path, None)
+}
+
+/// [`open`], feeding a local file's bytes (as stored, before decompression) to `digest`.
+fn open_hashing(path: &Path, digest: Option<Digest>) -> Result<Box<dyn BufRead + Send>> {
     if is_remote(path) {
         return decompressed(path, Object::new(&path.display().to_string())?.stream()?);
     }
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    decompressed(
-        path,
-        Box::new(BufReader::with_capacity(1 << 20, crate::profile::CountingReader(file))),
-    )
+    let file = crate::profile::CountingReader(File::open(path).map_err(|e| Error::io(path, e))?);
+    let raw: Box<dyn BufRead + Send> = match digest {
+        Some(digest) => Box::new(BufReader::with_capacity(1 << 20, Hashing { inner: file, digest })),
+        None => Box::new(BufReader::with_capacity(1 << 20, file)),
+    };
+    decompressed(path, raw)
+}
+
+/// The sha256 of a file's bytes, fed as a reader reads them; [`Digest::finish`] gives it once
+/// the file was read to its end.
+#[derive(Clone, Default)]
+pub struct Digest(std::sync::Arc<std::sync::Mutex<Option<sha2::Sha256>>>);
+
+impl Digest {
+    fn update(&self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        if let Ok(mut hasher) = self.0.lock() {
+            hasher.get_or_insert_with(sha2::Sha256::new).update(bytes);
+        }
+    }
+
+    /// The hex digest of everything fed (of an empty file too).
+    pub fn finish(&self) -> Option<String> {
+        use sha2::Digest as _;
+        let hasher = self.0.lock().ok()?.take().unwrap_or_default();
+        Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+struct Hashing<R> {
+    inner: R,
+    digest: Digest,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 fn decompressed(path: &Path, raw: Box<dyn BufRead + Send>) -> Result<Box<dyn BufRead + Send>> {
@@ -250,15 +290,25 @@ pub fn layout_of(path: &Path) -> Layout {
 
 /// Streams the records of one file.
 pub fn records(file_index: u32, path: &Path) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
+    Ok(records_hashing(file_index, path)?.0)
+}
+
+type Records = Box<dyn Iterator<Item = Result<RawRecord>> + Send>;
+
+/// [`records`], and for a local JSON file (read from start to end) the sha256 of its bytes,
+/// complete once the records are.
+pub fn records_hashing(file_index: u32, path: &Path) -> Result<(Records, Option<Digest>)> {
     if is_columnar(path) {
-        return columnar::records(file_index, path);
+        return Ok((columnar::records(file_index, path)?, None));
     }
-    let reader = open(path)?;
+    let digest = (!is_remote(path)).then(Digest::default);
+    let reader = open_hashing(path, digest.clone())?;
     let owned = path.to_path_buf();
-    Ok(match layout_of(path) {
+    let records: Records = match layout_of(path) {
         Layout::JsonLines => Box::new(JsonLines::new(file_index, owned, reader)),
         Layout::JsonValues => Box::new(ValueScanner::new(file_index, owned, reader)),
-    })
+    };
+    Ok((records, digest))
 }
 
 /// JSON Lines: every non-blank line is one record.
