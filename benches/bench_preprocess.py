@@ -274,7 +274,7 @@ def report(f: dict[str, Any]) -> None:
           f"  ({s['tokens']:,} tokens in {s['seconds']:.2f}s, tokenizer load and input hashing included)")
     if s.get("timing", {}).get("input_bytes_read"):
         print(f"              read {s['timing']['input_bytes_read'] / (f['size_mb'] * 1e6):.2f}x the corpus's bytes "
-              "(hashing for the pack key and framing)")
+              "(1.00x = each byte read once)")
     print(f"              {s['steady_tokens_per_s']:>12,.0f} tokens/s  without the run's "
           f"{s['timing']['setup_s']:.2f}s start-up")
     print(f"              start-up (until records flow) {s['setup_seconds']:.2f}s with the engine cache filled, "
