@@ -120,6 +120,19 @@ def mistral_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return out
 
 
+def document_tokens(pack: Path) -> list[tuple[list[int], list[int]]]:
+    """(ids, trained mask) of every document in a pack, sorted: what two packs of the same
+    records hold whatever their rows, files and lines."""
+    from sftpack import PackDataset
+
+    dataset = PackDataset(pack)
+    out = []
+    for i in range(len(dataset)):
+        ids, mask, cu = (dataset.column(i, n) for n in ("input_ids", "loss_mask", "cu_seqlens"))
+        out += [(ids[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(cu[:-1], cu[1:], strict=True)]
+    return sorted(out)
+
+
 def trained_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
     """The runs of consecutive trained tokens: one per trained turn."""
     runs: list[list[int]] = [[]]

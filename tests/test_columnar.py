@@ -16,22 +16,13 @@ import pytest
 from sftpack import InputError, PackDataset, check
 from sftpack.preprocess import preprocess
 
-from .conftest import DEMO, data_path, read_jsonl, write_lines
+from .conftest import DEMO, data_path, document_tokens, read_jsonl, write_lines
 
 
 def real_records() -> list[dict[str, Any]]:
     """Real conversations (XTuner's 199, tool-call turns folded in), the last with a
     `loss: false` reply."""
     return read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
-
-
-def documents(pack: Path) -> list[tuple[list[int], list[int]]]:
-    dataset = PackDataset(pack)
-    out = []
-    for i in range(len(dataset)):
-        ids, mask, cu = (dataset.column(i, n) for n in ("input_ids", "loss_mask", "cu_seqlens"))
-        out += [(ids[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(cu[:-1], cu[1:], strict=True)]
-    return sorted(out)
 
 
 def as_table(records: list[dict[str, Any]]) -> pa.Table:
@@ -42,7 +33,7 @@ def as_table(records: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def test_jsonl_three_parquet_files_an_arrow_file_and_a_saved_dataset_give_the_same_documents(
+def test_jsonl_three_parquet_files_an_arrow_file_and_a_saved_dataset_give_the_same_document_tokens(
         tmp_path: Path, tokenizer_dir: Any) -> None:
     records = real_records()
     tokenizer = tokenizer_dir("qwen3")
@@ -56,11 +47,11 @@ def test_jsonl_three_parquet_files_an_arrow_file_and_a_saved_dataset_give_the_sa
     datasets.Dataset(as_table(records)).save_to_disk(str(tmp_path / "saved"), max_shard_size="20KB")
     assert len(list((tmp_path / "saved").glob("*.arrow"))) > 1, "several Arrow shards, read in their order"
     preprocess([jsonl], tokenizer, tmp_path / "p-jsonl", max_length=4096)
-    expected = documents(tmp_path / "p-jsonl")
+    expected = document_tokens(tmp_path / "p-jsonl")
     assert 0 < len(expected) <= len(records)
     for name, inputs in (("parquet", [folder]), ("arrow", [tmp_path / "all.arrow"]), ("saved", [tmp_path / "saved"])):
         result = preprocess(inputs, tokenizer, tmp_path / f"p-{name}", max_length=4096)
-        assert documents(tmp_path / f"p-{name}") == expected, name
+        assert document_tokens(tmp_path / f"p-{name}") == expected, name
         counts = result["manifest"]["counts"]
         assert counts["records_read"] == counts["packed"] + counts["rejected"] + counts["dropped"] == len(records)
 
@@ -117,7 +108,7 @@ def test_nulls_read_as_absent_fields(tmp_path: Path, demo_tokenizer: Path) -> No
     write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in plain])
     preprocess([tmp_path / "d.parquet"], demo_tokenizer, tmp_path / "a", max_length=256)
     preprocess([tmp_path / "d.jsonl"], demo_tokenizer, tmp_path / "b", max_length=256)
-    assert documents(tmp_path / "a") == documents(tmp_path / "b")
+    assert document_tokens(tmp_path / "a") == document_tokens(tmp_path / "b")
 
 
 def test_a_truncated_file_stops_the_job_naming_it(tmp_path: Path, demo_tokenizer: Path) -> None:

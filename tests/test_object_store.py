@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sftpack import InputError, PackDataset, check
+from sftpack import InputError, check
 from sftpack.preprocess import preprocess
 
-from .conftest import DEMO, data_path, read_jsonl
+from .conftest import DEMO, data_path, document_tokens, read_jsonl
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -62,16 +62,7 @@ def parquet_bytes(records: list[dict[str, Any]]) -> bytes:
     return sink.getvalue()
 
 
-def documents(pack: Path) -> list[tuple[list[int], list[int]]]:
-    dataset = PackDataset(pack)
-    out = []
-    for i in range(len(dataset)):
-        ids, mask, cu = (dataset.column(i, n) for n in ("input_ids", "loss_mask", "cu_seqlens"))
-        out += [(ids[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(cu[:-1], cu[1:], strict=True)]
-    return sorted(out)
-
-
-def test_jsonl_parquet_files_and_s3_objects_give_the_same_documents(
+def test_jsonl_parquet_files_and_s3_objects_give_the_same_document_tokens(
         s3: Any, tmp_path: Path, tokenizer_dir: Any) -> None:
     records = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
     tokenizer = tokenizer_dir("qwen3")
@@ -79,7 +70,7 @@ def test_jsonl_parquet_files_and_s3_objects_give_the_same_documents(
     local = tmp_path / "all.jsonl"
     local.write_bytes(lines)
     preprocess([local], tokenizer, tmp_path / "local", max_length=4096)
-    expected = documents(tmp_path / "local")
+    expected = document_tokens(tmp_path / "local")
     jsonl = put(s3, "chat/all.jsonl.gz", gzip.compress(lines))
     for i, part in enumerate((records[:70], records[70:140], records[140:])):
         put(s3, f"parquet/part-{i}.parquet", parquet_bytes(part))
@@ -89,7 +80,7 @@ def test_jsonl_parquet_files_and_s3_objects_give_the_same_documents(
                          ("prefix without slash", [f"s3://{s3.bucket}/parquet"])):
         out = tmp_path / name.replace(" ", "-")
         result = preprocess(inputs, tokenizer, out, max_length=4096)
-        assert documents(out) == expected, name
+        assert document_tokens(out) == expected, name
         manifest = result["manifest"]
         assert [i["path"] for i in manifest["inputs"]] == (
             [jsonl] if name == "jsonl" else [f"s3://{s3.bucket}/parquet/part-{i}.parquet" for i in range(3)])
