@@ -320,6 +320,17 @@ fn normalize_preprocess_config(config_json: &str) -> PyResult<String> {
     serde_json::to_string(&config).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// merge_packs(parts_json, out, overwrite) -> json {status, out, manifest}: the parts of a
+/// partitioned run joined into one pack.
+#[pyfunction]
+fn merge_packs(py: Python<'_>, parts_json: &str, out: &str, overwrite: bool) -> PyResult<String> {
+    let parts: Vec<std::path::PathBuf> =
+        serde_json::from_str(parts_json).map_err(|e| config_error(format!("invalid parts list: {e}")))?;
+    let merged = py.detach(|| crate::preprocess::merge::merge_parts(&parts, std::path::Path::new(out), overwrite))?;
+    let report = serde_json::json!({"status": merged.status, "out": out, "manifest": merged.manifest});
+    Ok(report.to_string())
+}
+
 /// settings_defaults() -> json: the defaults and choices of a job's settings (max_length,
 /// overlong, formats, template, ...), as the engine applies them.
 #[pyfunction]
@@ -347,6 +358,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(builtin_templates, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_preprocess_config, m)?)?;
     m.add_function(wrap_pyfunction!(settings_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_packs, m)?)?;
     m.add_class::<PyEncoder>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -45,6 +45,23 @@ impl Tally {
         }
     }
 
+    /// Adds another tally's counts (of another part of the same job) to these.
+    pub fn add(&mut self, other: &Tally) {
+        self.records_read += other.records_read;
+        self.packed += other.packed;
+        self.rejected += other.rejected;
+        self.dropped += other.dropped;
+        self.truncated += other.truncated;
+        self.tokens += other.tokens;
+        self.trained_tokens += other.trained_tokens;
+        for (kind, n) in &other.rejected_by_kind {
+            *self.rejected_by_kind.entry(kind.clone()).or_default() += n;
+        }
+        for (reason, n) in &other.dropped_by_reason {
+            *self.dropped_by_reason.entry(reason.clone()).or_default() += n;
+        }
+    }
+
     /// Whether the counts add up: every record read is in exactly one of the three.
     pub fn reconciles(&self) -> bool {
         self.records_read == self.packed + self.rejected + self.dropped

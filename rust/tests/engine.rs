@@ -209,3 +209,36 @@ fn write_messages_parquet(records: &[Value], path: &Path) {
     writer.write(&batch).expect("write");
     writer.close().expect("close");
 }
+
+#[test]
+fn merging_the_parts_of_a_partitioned_run_gives_the_whole_runs_documents() {
+    use _core::preprocess::merge::merge_parts;
+    let dir = scratch("merge");
+    let jsonl = demo().join("chat.jsonl");
+    preprocess(
+        &preprocess_config(vec![jsonl.clone()], &dir.join("whole")),
+        None,
+        &mut |_| true,
+    )
+    .expect("whole");
+    let mut parts = Vec::new();
+    for index in [1, 0, 2] {
+        let mut config = preprocess_config(vec![jsonl.clone()], &dir.join(format!("part-{index}")));
+        config.partition = Some(serde_json::from_value(json!({"count": 3, "index": index})).expect("partition"));
+        preprocess(&config, None, &mut |_| true).expect("part");
+        parts.push(dir.join(format!("part-{index}")));
+    }
+    let merged = merge_parts(&parts, &dir.join("merged"), false).expect("merge");
+    assert_eq!(merged.status, "done");
+    assert_eq!(documents(&dir.join("merged")), documents(&dir.join("whole")));
+    assert!(merged.manifest.counts.tally.reconciles() && merged.manifest.config.partition.is_none());
+    assert_eq!(
+        merge_parts(&parts, &dir.join("merged"), false).expect("again").status,
+        "up to date"
+    );
+    let missing = merge_parts(&parts[..2], &dir.join("other"), false)
+        .err()
+        .expect("a part is missing");
+    assert!(missing.to_string().contains("parts [2] of 3 are missing"), "{missing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

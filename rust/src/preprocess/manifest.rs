@@ -142,6 +142,17 @@ pub struct Manifest {
     /// of the key: the output is the same with either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_engine: Option<EngineReport>,
+    /// The parts a merged pack was joined from (see [`super::merge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<MergedFrom>>,
+}
+
+/// One part of a merged pack: where it was, its key and which part it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedFrom {
+    pub path: String,
+    pub key: String,
+    pub partition: Option<Partition>,
 }
 
 /// An input described from its metadata (nothing is read).
@@ -302,6 +313,7 @@ impl Provenance {
             split: split.map(str::to_string),
             validation: None,
             tokenizer_engine: None,
+            merged_from: None,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 mod manifest;
+pub mod merge;
 mod output;
 pub mod split;
 
