@@ -4,16 +4,19 @@
 //! One difference by design: text inside message content that spells a special token (say a
 //! user pasting `<|im_end|>`) stays text, so data cannot inject control tokens. Callers pass the
 //! byte ranges of content; special tokens found there are encoded as plain text.
+//!
+//! [`folder`] reads the tokenizer folder (tokenizer.json, its config, the chat template);
+//! [`pipeline`] builds and checks the engines that encode ([`engine`]: tokenizers 1.0, with 0.23
+//! where it must); [`cache`] keeps what a tokenizer's first job prepared for later ones.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::str::FromStr;
 
 use tokenizers::Tokenizer;
 
@@ -22,8 +25,16 @@ use crate::read::read_to_string;
 
 mod cache;
 mod engine;
+mod folder;
 mod outline;
+mod pipeline;
 mod spelling;
+
+use folder::{
+    load_chat_template, locate_tokenizer_json, missing_tokenizer_error, read_json_object, token_string,
+    transformers_llama_rebuild, CONFIG_FILES,
+};
+use pipeline::Pipeline;
 
 pub use engine::EngineReport;
 
@@ -113,250 +124,6 @@ pub enum Flavor {
     AsFile,
 }
 
-/// The 0.23 engine for one pipeline: what the 1.0 engine cannot do (token starts it cannot
-/// derive, decoding), and the whole job when 1.0 cannot take the tokenizer.
-struct OldEngine {
-    normal: Tokenizer,
-    /// The same tokenizer with special-token matching off, for text that must stay text.
-    text_only: Tokenizer,
-}
-
-impl OldEngine {
-    fn load(source: &str) -> std::result::Result<Self, String> {
-        let normal = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
-        let mut text_only = normal.clone();
-        text_only.set_encode_special_tokens(true);
-        Ok(OldEngine { normal, text_only })
-    }
-}
-
-/// Where the probe check's verdict is cached: "agrees", or "differs" and the reason.
-const VERDICT: &str = "probe-verdict.txt";
-
-type FastResult = std::result::Result<engine::Fast, String>;
-
-/// The 1.0 engine of a pipeline. Its build (~0.4 s for a 150k vocabulary, in the engine's own
-/// reader) runs on a thread of its own from the moment the tokenizer is opened, so a job reads
-/// and renders records meanwhile; it is joined and checked the first time it is needed.
-struct FastSlot {
-    ready: OnceLock<FastResult>,
-    finish: Mutex<Option<Box<dyn FnOnce() -> FastResult + Send>>>,
-    built: Arc<Built>,
-}
-
-/// Whether the build thread is done, and how long it took.
-#[derive(Default)]
-struct Built {
-    done: AtomicBool,
-    nanos: AtomicU64,
-}
-
-impl FastSlot {
-    fn get(&self) -> &FastResult {
-        self.ready.get_or_init(|| {
-            let finish = self.finish.lock().ok().and_then(|mut f| f.take());
-            finish.map_or_else(|| Err(format!("{} did not load", engine::FAST_ENGINE)), |f| f())
-        })
-    }
-
-    /// Whether `get` would return without waiting for the build.
-    fn is_built(&self) -> bool {
-        self.ready.get().is_some() || self.built.done.load(Ordering::Acquire)
-    }
-}
-
-struct Pipeline {
-    /// The tokenizer.json text both engines load.
-    source: Arc<str>,
-    /// Loaded on first need: with the 1.0 engine and a cached probe verdict, a job may never
-    /// need 0.23 (its load is ~0.4 s of a 150k-vocabulary tokenizer's start-up).
-    old: OnceLock<std::result::Result<OldEngine, String>>,
-    /// The 1.0 engine for this pipeline, or why it is not used.
-    fast: FastSlot,
-}
-
-/// Whether 1.0 may encode: the cached verdict of the probe check, else the check itself (which
-/// loads 0.23 once, checks both special-token modes and drops it).
-fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult {
-    match cache
-        .read(VERDICT)
-        .as_deref()
-        .map(|v| v.split_once('\n').unwrap_or((v, "")))
-    {
-        Some(("agrees", _)) => Ok(fast),
-        Some(("differs", why)) => Err(why.to_string()),
-        _ => {
-            // A 0.23 load just for the check, dropped after it: most jobs never need 0.23
-            // again, and it need not sit in memory beside the 1.0 engine.
-            let mut reference = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
-            let verdict = fast.agrees_with(&mut reference);
-            cache.write(
-                VERDICT,
-                &match &verdict {
-                    Ok(()) => "agrees".to_string(),
-                    Err(why) => format!("differs\n{why}"),
-                },
-            );
-            verdict.map(|()| fast)
-        }
-    }
-}
-
-impl Pipeline {
-    /// Starts building the 1.0 engine for `source` on its own thread and returns at once;
-    /// [`PipelineStart::finish`] makes the pipeline.
-    fn start(source: Arc<str>, cache: &cache::Entry) -> PipelineStart {
-        let built = Arc::new(Built::default());
-        let building = {
-            let (source, built, cache) = (Arc::clone(&source), Arc::clone(&built), cache.clone());
-            std::thread::Builder::new()
-                .name("sftpack-tokenizer".into())
-                .spawn(move || {
-                    let started = std::time::Instant::now();
-                    let tokenizer = engine::Fast::load_tokenizer(&source, &cache);
-                    built
-                        .nanos
-                        .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    built.done.store(true, Ordering::Release);
-                    tokenizer
-                })
-        };
-        PipelineStart {
-            source,
-            building,
-            built,
-        }
-    }
-
-    /// The 0.23 engine, loaded on first use.
-    fn old(&self) -> std::result::Result<&OldEngine, String> {
-        self.old
-            .get_or_init(|| OldEngine::load(&self.source))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
-    /// The 1.0 engine, or why not; where it is not used, 0.23 must load (else an error).
-    fn ready(&self) -> std::result::Result<(), String> {
-        match self.fast.get() {
-            Ok(_) => Ok(()),
-            Err(_) => self.old().map(|_| ()),
-        }
-    }
-
-    /// Encodes one piece of text, with the 1.0 engine where it can (waiting for its build);
-    /// the flag says the record needed 0.23 for its token starts.
-    fn encode(&self, text: &str, text_only: bool, offsets: bool) -> std::result::Result<(Tokens, bool), Problem> {
-        if let Ok(fast) = self.fast.get() {
-            let ids = fast.ids(text, text_only)?;
-            if !offsets {
-                return Ok((
-                    Tokens {
-                        ids,
-                        starts: Vec::new(),
-                    },
-                    false,
-                ));
-            }
-            if let Some(starts) = fast.starts(&ids, text) {
-                return Ok((Tokens { ids, starts }, false));
-            }
-        }
-        let old = self.old().map_err(|e| {
-            Problem::new(
-                "tokenizer_error",
-                "",
-                format!("{} cannot load the tokenizer: {e}", engine::OLD_ENGINE),
-            )
-        })?;
-        let tokenizer = if text_only { &old.text_only } else { &old.normal };
-        let fell_back = self.fast.get().is_ok() && offsets;
-        Ok((TokenizerBundle::encode_with(tokenizer, text, offsets)?, fell_back))
-    }
-}
-
-/// A pipeline whose 1.0 engine is being built; [`PipelineStart::finish`] adds what the parsed
-/// tokenizer.json gives.
-struct PipelineStart {
-    source: Arc<str>,
-    building: std::io::Result<std::thread::JoinHandle<std::result::Result<engine::PipelineTokenizer, String>>>,
-    built: Arc<Built>,
-}
-
-impl PipelineStart {
-    /// The pipeline, given the parsed tokenizer.json (for token starts): its engine is joined,
-    /// and checked against 0.23 (see [`checked`]), when first needed.
-    fn finish(self, json: &Value, cache: cache::Entry) -> Pipeline {
-        let spellings = spelling::Spellings::from_tokenizer_json(json);
-        let PipelineStart {
-            source,
-            building,
-            built,
-        } = self;
-        let checked_source = Arc::clone(&source);
-        let finish = move || {
-            let tokenizer = match building {
-                Ok(thread) => thread
-                    .join()
-                    .unwrap_or_else(|_| Err(format!("{} panicked while loading", engine::FAST_ENGINE))),
-                // No thread to spare: build it here, when first needed.
-                Err(_) => engine::Fast::load_tokenizer(&checked_source, &cache),
-            };
-            let fast = engine::Fast::new(tokenizer?, spellings);
-            checked(fast, &checked_source, &cache)
-        };
-        Pipeline {
-            source,
-            old: OnceLock::new(),
-            fast: FastSlot {
-                ready: OnceLock::new(),
-                finish: Mutex::new(Some(Box::new(finish))),
-                built,
-            },
-        }
-    }
-}
-
-const LLAMA_CLASSES: [&str; 4] = [
-    "LlamaTokenizer",
-    "LlamaTokenizerFast",
-    "CodeLlamaTokenizer",
-    "CodeLlamaTokenizerFast",
-];
-
-/// transformers 5 rebuilds SentencePiece-style Llama tokenizers from their vocabulary: no
-/// normalizer, and a Metaspace pre-tokenizer whose prepend scheme follows `legacy` and
-/// `add_prefix_space`. Returns the rewritten tokenizer.json (`text`, whose outline is `json`), or
-/// None when nothing changes.
-fn transformers_llama_rebuild(text: &str, json: &Value, config: &serde_json::Map<String, Value>) -> Option<Value> {
-    let class = config.get("tokenizer_class").and_then(Value::as_str)?;
-    if !LLAMA_CLASSES.contains(&class) {
-        return None;
-    }
-    let sentencepiece_style = json
-        .get("normalizer")
-        .is_some_and(|n| n.to_string().contains("\"Prepend\""))
-        || json.pointer("/pre_tokenizer/type").and_then(Value::as_str) == Some("Metaspace");
-    if !sentencepiece_style {
-        return None;
-    }
-    let legacy = config.get("legacy").and_then(Value::as_bool).unwrap_or(false);
-    let add_prefix_space = config.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true);
-    let scheme = match (add_prefix_space, legacy) {
-        (false, _) => "never",
-        (true, true) => "always",
-        (true, false) => "first",
-    };
-    let mut rebuilt: Value = serde_json::from_str(text).ok()?;
-    let map = rebuilt.as_object_mut()?;
-    map.insert("normalizer".into(), Value::Null);
-    map.insert(
-        "pre_tokenizer".into(),
-        serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": scheme, "split": false}),
-    );
-    Some(rebuilt)
-}
-
 /// Ids and where each token starts in the encoded text (byte offset).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tokens {
@@ -369,82 +136,6 @@ impl Tokens {
         self.ids.extend(other.ids);
         self.starts.extend(other.starts.into_iter().map(|s| s + shift));
     }
-}
-
-fn locate_tokenizer_json(dir: &Path) -> Option<PathBuf> {
-    ["tokenizer.json", "tokenizer.json.gz"]
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn missing_tokenizer_error(dir: &Path) -> Error {
-    let spm = ["tokenizer.model"].iter().any(|n| dir.join(n).is_file())
-        || std::fs::read_dir(dir).ok().is_some_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(".model"))
-        });
-    let hint = if spm {
-        format!(
-            "this directory has a SentencePiece model only; convert it once with `sftpack convert-tokenizer {}`, which writes tokenizer.json beside it",
-            dir.display()
-        )
-    } else {
-        "point `tokenizer` at a Hugging Face tokenizer directory (with tokenizer.json) or at a tokenizer.json file"
-            .to_string()
-    };
-    Error::tokenizer(format!("no tokenizer.json in {}", dir.display())).hint(hint)
-}
-
-/// A config token is a string or an AddedToken object `{"content": ...}`.
-fn token_string(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    }
-}
-
-/// `chat_template` may be a string or a list of named templates (the "default" one is used).
-fn template_from_config(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(items) => items
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-            .or_else(|| items.first())
-            .and_then(|t| t.get("template"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        _ => None,
-    }
-}
-
-fn read_json_object(path: &Path) -> Result<serde_json::Map<String, Value>> {
-    let text = read_to_string(path)?;
-    match serde_json::from_str(&text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::tokenizer(format!("{} is not a JSON object", path.display()))),
-        Err(e) => Err(Error::tokenizer(format!("{} is not valid JSON: {e}", path.display()))),
-    }
-}
-
-/// The files beside tokenizer.json that the engine reads: special tokens, the tokenizer class,
-/// `legacy`/`add_prefix_space`, and the chat template.
-const CONFIG_FILES: [&str; 3] = ["tokenizer_config.json", "chat_template.jinja", "chat_template.json"];
-
-fn load_chat_template(dir: &Path, config: &serde_json::Map<String, Value>) -> Result<Option<String>> {
-    let jinja = dir.join("chat_template.jinja");
-    if jinja.is_file() {
-        return read_to_string(&jinja).map(Some);
-    }
-    let json = dir.join("chat_template.json");
-    if json.is_file() {
-        let map = read_json_object(&json)?;
-        return Ok(template_from_config(map.get("chat_template")));
-    }
-    Ok(template_from_config(config.get("chat_template")))
 }
 
 impl TokenizerBundle {
