@@ -66,7 +66,7 @@ const NOT_DATA_MARKERS: [(&str, &str); 8] = [
     ("tokenizer_config.json", "a tokenizer folder"),
 ];
 
-/// What a folder is when it is not data (see [`NOT_DATA_MARKERS`]), or None for a data folder.
+/// What a folder is when it is not data (see `NOT_DATA_MARKERS`), or None for a data folder.
 pub fn not_data(dir: &Path) -> Option<&'static str> {
     NOT_DATA_MARKERS
         .iter()

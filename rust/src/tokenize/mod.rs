@@ -5,9 +5,9 @@
 //! user pasting `<|im_end|>`) stays text, so data cannot inject control tokens. Callers pass the
 //! byte ranges of content; special tokens found there are encoded as plain text.
 //!
-//! [`folder`] reads the tokenizer folder (tokenizer.json, its config, the chat template);
-//! [`pipeline`] builds and checks the engines that encode ([`engine`]: tokenizers 1.0, with 0.23
-//! where it must); [`cache`] keeps what a tokenizer's first job prepared for later ones.
+//! `folder` reads the tokenizer folder (tokenizer.json, its config, the chat template);
+//! `pipeline` builds and checks the engines that encode (`engine`: tokenizers 1.0, with 0.23
+//! where it must); `cache` keeps what a tokenizer's first job prepared for later ones.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
