@@ -6,7 +6,7 @@
 //! - one or more top-level JSON objects one after another (`.json`, e.g. one conversation per file);
 //!
 //! each optionally compressed as `.gz` or `.zst`; and columnar files, a row per record
-//! (`.parquet`, Arrow IPC `.arrow`/`.feather`: see [`columnar`]). A UTF-8 BOM and CRLF line ends
+//! (`.parquet`, Arrow IPC `.arrow`/`.feather`: see `columnar.rs`). A UTF-8 BOM and CRLF line ends
 //! are accepted. A directory stands for every such file inside it, recursively, in sorted order,
 //! leaving out hidden entries and the folders that are not data: sftpack's packs and training
 //! runs, and model, adapter and tokenizer folders (see [`not_data`]). A `datasets`
