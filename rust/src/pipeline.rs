@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::encode::{EncodeOptions, Encoder, Outcome, Prepared};
-use crate::error::{Error, Problem, Result};
+use crate::error::{Error, Result};
 use crate::map::{map_records, MapFnIdentity, RecordMapper};
 use crate::profile::{self, Stage};
 use crate::read::{self, RawRecord};
@@ -98,23 +98,27 @@ fn finish(staged: Staged, encoder: &Encoder) -> Outcome {
     }
 }
 
+/// One record's JSON text to its outcome: parsed, its conversation read in `format` (or the
+/// one it names), encoded. The pipeline, `samples` and Python's `Encoder.encode` all go through it.
+pub fn encode_record(text: &str, format: Option<Format>, encoder: &Encoder) -> Outcome {
+    finish(stage_text(text, format, encoder), encoder)
+}
+
 /// The first half of [`process`], which needs no tokenizer engine.
 fn stage(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Staged {
+    match &raw.text {
+        Ok(text) => stage_text(text, format, encoder),
+        Err(p) => Staged::Decided(Outcome::Rejected(vec![p.clone()])),
+    }
+}
+
+fn stage_text(text: &str, format: Option<Format>, encoder: &Encoder) -> Staged {
     let rejected = |problems| Staged::Decided(Outcome::Rejected(problems));
-    let text = match &raw.text {
-        Ok(t) => t,
-        Err(p) => return rejected(vec![p.clone()]),
-    };
     let record = match profile::time(Stage::Parse, || schema::parse_json(text)) {
         Ok(r) => r,
         Err(p) => return rejected(vec![p]),
     };
-    let Some(format) = format.or_else(|| Format::detect(&record)) else {
-        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
-        return rejected(vec![Problem::new("unknown_format", "", format!("cannot tell the format of a record with keys {keys:?}"))
-            .hint("records need \"messages\" (openai), \"conversation\" (xtuner), \"conversations\" (sharegpt), \"instruction\" (alpaca) or \"text\" (oasst); other formats need a map function")]);
-    };
-    match profile::time(Stage::Parse, || schema::to_conversation(format, &record)) {
+    match profile::time(Stage::Parse, || schema::record_conversation(&record, format)) {
         Ok(conversation) => match encoder.prepare(conversation) {
             Ok(prepared) => Staged::Ready(prepared),
             Err(problems) => rejected(problems),

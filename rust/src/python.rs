@@ -9,7 +9,7 @@ use crate::check as engine;
 use crate::encode::{Encoder, Outcome};
 use crate::error::Error;
 use crate::map::RecordMapper;
-use crate::pipeline::{build_encoder, JobConfig};
+use crate::pipeline::{build_encoder, encode_record, JobConfig};
 use crate::schema::{self, Format};
 use crate::tokenize::Flavor;
 
@@ -204,28 +204,17 @@ impl PyEncoder {
         let forced = format
             .map(|f| Format::from_name(f).ok_or_else(|| config_error(format!("unknown format \"{f}\""))))
             .transpose()?;
-        let outcome = py.detach(|| {
-            let record = schema::parse_json(record_json).map_err(|p| vec![p])?;
-            let format = forced.or_else(|| Format::detect(&record)).ok_or_else(|| {
-                vec![crate::error::Problem::new(
-                    "unknown_format",
-                    "",
-                    "cannot tell the format of this record",
-                )]
-            })?;
-            let conversation = schema::to_conversation(format, &record)?;
-            Ok::<Outcome, Vec<crate::error::Problem>>(self.encoder.encode(&conversation))
-        });
+        let outcome = py.detach(|| encode_record(record_json, forced, &self.encoder));
         let problems = match outcome {
-            Ok(Outcome::Encoded(e)) => {
+            Outcome::Encoded(e) => {
                 let dict = PyDict::new(py);
                 dict.set_item("input_ids", e.ids)?;
                 dict.set_item("loss_mask", e.mask)?;
                 dict.set_item("truncated", e.truncated)?;
                 return Ok(dict);
             }
-            Ok(Outcome::Dropped(p)) => vec![p],
-            Ok(Outcome::Rejected(ps)) | Err(ps) => ps,
+            Outcome::Dropped(p) => vec![p],
+            Outcome::Rejected(ps) => ps,
         };
         Err(record_error(&problems))
     }

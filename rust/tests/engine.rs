@@ -242,3 +242,23 @@ fn merging_the_parts_of_a_partitioned_run_gives_the_whole_runs_documents() {
     assert!(missing.to_string().contains("parts [2] of 3 are missing"), "{missing}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_source_encodes_a_record_the_same_way() {
+    use _core::pipeline::encode_record;
+    let encoder = build_encoder(&job(vec![])).expect("encoder");
+    let openai = r#"{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}"#;
+    let sharegpt = r#"{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}"#;
+    let (Outcome::Encoded(a), Outcome::Encoded(b)) = (
+        encode_record(openai, None, &encoder),
+        encode_record(sharegpt, None, &encoder),
+    ) else {
+        panic!("both encode");
+    };
+    assert_eq!(a, b);
+    let Outcome::Rejected(problems) = encode_record(r#"{"q": 1}"#, None, &encoder) else {
+        panic!("rejected");
+    };
+    assert_eq!(problems[0].kind, "unknown_format");
+    assert!(problems[0].message.contains("[\"q\"]"), "names the keys it found");
+}

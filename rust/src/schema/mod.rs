@@ -223,6 +223,22 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 }
 
 /// Maps a parsed record in `format` to the canonical conversation.
+/// A record's conversation in the `format` given, or the one its keys name: the one way every
+/// source (a JSON line, an array element, a Parquet row, a map function's result, a record from
+/// Python) becomes a conversation.
+pub fn record_conversation(record: &Map<String, Value>, format: Option<Format>) -> Result<Conversation, Vec<Problem>> {
+    let Some(format) = format.or_else(|| Format::detect(record)) else {
+        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        return Err(vec![Problem::new(
+            "unknown_format",
+            "",
+            format!("cannot tell the format of a record with keys {keys:?}"),
+        )
+        .hint("records need \"messages\" (openai), \"conversation\" (xtuner), \"conversations\" (sharegpt), \"instruction\" (alpaca) or \"text\" (oasst); other formats need a map function")]);
+    };
+    to_conversation(format, record)
+}
+
 pub fn to_conversation(format: Format, record: &Map<String, Value>) -> Result<Conversation, Vec<Problem>> {
     let marker = format.marker();
     if !record.contains_key(marker) {
