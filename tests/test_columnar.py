@@ -135,3 +135,19 @@ def test_a_dataset_dict_folder_asks_for_a_split(tmp_path: Path, demo_tokenizer: 
         check([tmp_path / "dd"], demo_tokenizer)
     assert error.value.hint and str(tmp_path / "dd" / "train") in error.value.hint
     assert check([tmp_path / "dd" / "train"], demo_tokenizer)["encoded"] == 4
+
+
+def test_a_map_function_reads_parquet_rows_and_progress_counts_file_bytes(tmp_path: Path) -> None:
+    (tmp_path / "qa.py").write_text(
+        "def qa(row):\n"
+        "    return {'messages': [{'role': 'user', 'content': row['q']},\n"
+        "                         {'role': 'assistant', 'content': row['a']}]}\n")
+    rows = [{"q": f"question {i}", "a": f"answer {i}"} for i in range(500)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "qa.parquet", row_group_size=100, compression="zstd")
+    reports: list[dict[str, Any]] = []
+    result = preprocess([tmp_path / "qa.parquet"], DEMO, tmp_path / "pack", max_length=256,
+                        map_fn=f"{tmp_path / 'qa.py'}:qa", progress=reports.append, progress_interval_ms=0)
+    assert result["manifest"]["counts"]["packed"] == 500
+    size = (tmp_path / "qa.parquet").stat().st_size
+    assert reports and all(0 <= r["bytes_read"] <= size for r in reports), "the file's bytes, not its rows as text"
+    assert reports[-1]["bytes_total"] == size

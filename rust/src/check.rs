@@ -228,7 +228,7 @@ fn runs(encoder: &Encoder, ids: &[u32], mask: &[u8]) -> Vec<(String, bool)> {
 
 /// The record's conversation, when it parses (a record that does not has problems instead).
 fn conversation_of(raw: &RawRecord, format: Option<Format>) -> Option<Conversation> {
-    let record = crate::schema::parse_json(raw.text.as_ref().ok()?).ok()?;
+    let record = raw.object().ok()?;
     crate::schema::record_conversation(&record, format).ok()
 }
 

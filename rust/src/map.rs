@@ -43,11 +43,10 @@ fn failure(reason: String) -> Problem {
 /// Maps `records` in place. Records that could not be read stay as they are.
 pub fn map_records(mapper: &dyn RecordMapper, records: &mut [RawRecord]) -> Result<()> {
     let readable: Vec<usize> = (0..records.len()).filter(|&i| records[i].text.is_ok()).collect();
-    let texts: Vec<&str> = readable
-        .iter()
-        .filter_map(|&i| records[i].text.as_deref().ok())
-        .collect();
+    let owned: Vec<std::borrow::Cow<'_, str>> = readable.iter().filter_map(|&i| records[i].json_text().ok()).collect();
+    let texts: Vec<&str> = owned.iter().map(|t| t.as_ref()).collect();
     let results = mapper.map_batch(&texts)?;
+    let originals: Vec<String> = owned.into_iter().map(|t| t.into_owned()).collect();
     if results.len() != readable.len() {
         return Err(crate::error::Error::config(format!(
             "the map function answered {} results for {} records",
@@ -55,10 +54,11 @@ pub fn map_records(mapper: &dyn RecordMapper, records: &mut [RawRecord]) -> Resu
             readable.len()
         )));
     }
-    for (i, result) in readable.into_iter().zip(results) {
+    for ((i, result), original) in readable.into_iter().zip(results).zip(originals) {
         let record = &mut records[i];
-        let mapped = result.map_err(failure);
-        record.mapped_from = std::mem::replace(&mut record.text, mapped).ok();
+        record.text = result.map_err(failure);
+        record.row = None;
+        record.mapped_from = Some(original);
     }
     Ok(())
 }
@@ -90,6 +90,7 @@ mod tests {
             line,
             index: None,
             text: text.map(str::to_string),
+            row: None,
             mapped_from: None,
         }
     }

@@ -101,24 +101,28 @@ fn finish(staged: Staged, encoder: &Encoder) -> Outcome {
 /// One record's JSON text to its outcome: parsed, its conversation read in `format` (or the
 /// one it names), encoded. The pipeline, `samples` and Python's `Encoder.encode` all go through it.
 pub fn encode_record(text: &str, format: Option<Format>, encoder: &Encoder) -> Outcome {
-    finish(stage_text(text, format, encoder), encoder)
+    let staged = match profile::time(Stage::Parse, || schema::parse_json(text)) {
+        Ok(record) => stage_object(&record, format, encoder),
+        Err(p) => Staged::Decided(Outcome::Rejected(vec![p])),
+    };
+    finish(staged, encoder)
 }
 
 /// The first half of [`process`], which needs no tokenizer engine.
 fn stage(raw: &RawRecord, format: Option<Format>, encoder: &Encoder) -> Staged {
-    match &raw.text {
-        Ok(text) => stage_text(text, format, encoder),
-        Err(p) => Staged::Decided(Outcome::Rejected(vec![p.clone()])),
+    match profile::time(Stage::Parse, || raw.object()) {
+        Ok(record) => stage_object(&record, format, encoder),
+        Err(p) => Staged::Decided(Outcome::Rejected(vec![p])),
     }
 }
 
-fn stage_text(text: &str, format: Option<Format>, encoder: &Encoder) -> Staged {
+fn stage_object(
+    record: &serde_json::Map<String, serde_json::Value>,
+    format: Option<Format>,
+    encoder: &Encoder,
+) -> Staged {
     let rejected = |problems| Staged::Decided(Outcome::Rejected(problems));
-    let record = match profile::time(Stage::Parse, || schema::parse_json(text)) {
-        Ok(r) => r,
-        Err(p) => return rejected(vec![p]),
-    };
-    match profile::time(Stage::Parse, || schema::record_conversation(&record, format)) {
+    match profile::time(Stage::Parse, || schema::record_conversation(record, format)) {
         Ok(conversation) => match encoder.prepare(conversation) {
             Ok(prepared) => Staged::Ready(prepared),
             Err(problems) => rejected(problems),
@@ -131,8 +135,7 @@ fn stage_text(text: &str, format: Option<Format>, encoder: &Encoder) -> Staged {
 pub(crate) fn detect_format(batch: &[RawRecord]) -> Option<Format> {
     batch
         .iter()
-        .filter_map(|r| r.text.as_ref().ok())
-        .filter_map(|t| schema::parse_json(t).ok())
+        .filter_map(|r| r.object().ok())
         .find_map(|r| Format::detect(&r))
 }
 
@@ -314,6 +317,7 @@ pub fn stream(
         .map_err(|e| Error::config(format!("cannot start worker threads: {e}")))?;
     let encoder = source.encoder;
     let mut progress = StreamProgress::default();
+    let read_before = profile::input_bytes();
     let mut pending: Vec<EncodedBatch> = Vec::new();
     let mut ahead: Vec<RenderedBatch> = Vec::new();
     // Hands over everything read so far: at the end, and before a stop.
@@ -331,10 +335,8 @@ pub fn stream(
             if batch.is_empty() {
                 break;
             }
-            progress.bytes_read += batch
-                .iter()
-                .map(|r| r.text.as_ref().map_or(0, |t| t.len() as u64 + 1))
-                .sum::<u64>();
+            // What the files gave up so far (compressed and columnar bytes too), against their sizes.
+            progress.bytes_read = profile::input_bytes() - read_before;
             let first = progress.records;
             let already = skip.saturating_sub(first).min(batch.len() as u64) as usize;
             progress.records += batch.len() as u64;

@@ -112,7 +112,8 @@ impl Sink {
 
     fn reject(&mut self, raw: &RawRecord, file_name: &Path, status: &str, problems: &[Problem]) -> Result<()> {
         let kind = problems.first().map_or("unknown", |p| p.kind);
-        let current = raw.text.as_deref().unwrap_or("");
+        let text = raw.json_text().ok();
+        let current = text.as_deref().unwrap_or("");
         let (record, truncated) = cut(raw.mapped_from.as_deref().unwrap_or(current));
         let mut line = json!({
             "file": file_name.display().to_string(),

@@ -179,7 +179,10 @@ impl Iterator for Rows {
         loop {
             if let Some(batch) = &self.current {
                 if self.next_row < batch.num_rows() {
-                    let text = row_json(batch, self.next_row);
+                    let (text, row) = match row_object(batch, self.next_row) {
+                        Ok(object) => (Ok(String::new()), Some(Box::new(object))),
+                        Err(problem) => (Err(problem), None),
+                    };
                     self.next_row += 1;
                     self.row += 1;
                     return Some(Ok(RawRecord {
@@ -187,6 +190,7 @@ impl Iterator for Rows {
                         line: self.row,
                         index: None,
                         text,
+                        row,
                         mapped_from: None,
                     }));
                 }
@@ -209,8 +213,8 @@ impl Iterator for Rows {
     }
 }
 
-/// One row as the JSON text of the object of its columns (nulls left out).
-fn row_json(batch: &RecordBatch, row: usize) -> std::result::Result<String, Problem> {
+/// One row as the object of its columns (nulls left out).
+fn row_object(batch: &RecordBatch, row: usize) -> std::result::Result<Map<String, Value>, Problem> {
     let mut object = Map::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         if column.is_null(row) {
@@ -218,7 +222,7 @@ fn row_json(batch: &RecordBatch, row: usize) -> std::result::Result<String, Prob
         }
         object.insert(field.name().clone(), value_at(column.as_ref(), row, field.name())?);
     }
-    serde_json::to_string(&Value::Object(object)).map_err(|e| Problem::new("invalid_json", "", e.to_string()))
+    Ok(object)
 }
 
 fn number<T: Into<Number>>(value: T) -> Value {
@@ -329,7 +333,7 @@ mod tests {
         ]);
         let batch = RecordBatch::try_new(Arc::new(schema), vec![messages, tag, id]).expect("batch");
         assert_eq!(
-            row_json(&batch, 0).expect("json"),
+            Value::Object(row_object(&batch, 0).expect("object")).to_string(),
             r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant"}],"id":7}"#
         );
     }
@@ -339,7 +343,7 @@ mod tests {
         let bytes: Arc<dyn Array> = Arc::new(BinaryArray::from(vec![b"\x00".as_slice()]));
         let schema = Schema::new(vec![Field::new("audio", DataType::Binary, false)]);
         let batch = RecordBatch::try_new(Arc::new(schema), vec![bytes]).expect("batch");
-        let problem = row_json(&batch, 0).expect_err("binary");
+        let problem = row_object(&batch, 0).expect_err("binary");
         assert_eq!(
             (problem.kind, problem.path.as_str()),
             ("unsupported_column_type", "audio")

@@ -35,11 +35,40 @@ pub struct RawRecord {
     pub line: u64,
     /// 0-based element index when the file is a JSON array.
     pub index: Option<u64>,
-    /// The record's JSON text, or why it could not be cut out of the file.
+    /// The record's JSON text, or why it could not be cut out of the file. Empty for a columnar
+    /// row, which arrives as an object (`row`) and needs no text unless one is asked for.
     pub text: std::result::Result<String, Problem>,
+    /// A columnar row, already the object of its columns (not written as JSON text to be parsed
+    /// again).
+    pub row: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     /// When a map function ran: the record as read (`text` then holds what the function made of
     /// it, or why it failed). Rejects show both.
     pub mapped_from: Option<String>,
+}
+
+impl RawRecord {
+    /// The record as JSON text (a row written out, for rejects and map functions), or why it
+    /// could not be read.
+    pub fn json_text(&self) -> std::result::Result<std::borrow::Cow<'_, str>, &Problem> {
+        match (&self.row, &self.text) {
+            (Some(row), _) => Ok(std::borrow::Cow::Owned(
+                serde_json::to_string(row.as_ref()).unwrap_or_default(),
+            )),
+            (None, Ok(text)) => Ok(std::borrow::Cow::Borrowed(text)),
+            (None, Err(problem)) => Err(problem),
+        }
+    }
+
+    /// The record as a JSON object: the row as it is, or the text parsed.
+    pub fn object(
+        &self,
+    ) -> std::result::Result<std::borrow::Cow<'_, serde_json::Map<String, serde_json::Value>>, Problem> {
+        match (&self.row, &self.text) {
+            (Some(row), _) => Ok(std::borrow::Cow::Borrowed(&**row)),
+            (None, Ok(text)) => crate::schema::parse_json(text).map(std::borrow::Cow::Owned),
+            (None, Err(problem)) => Err(problem.clone()),
+        }
+    }
 }
 
 /// How records are laid out inside a file.
@@ -357,6 +386,7 @@ impl Iterator for JsonLines {
                 line: self.line,
                 index: None,
                 text,
+                row: None,
                 mapped_from: None,
             }));
         }

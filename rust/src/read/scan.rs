@@ -128,6 +128,7 @@ impl ValueScanner {
             index: self.array_index,
             text: Err(Problem::new(kind, "", message)
                 .hint("the rest of this file cannot be split into records; check it with `python -m json.tool FILE`")),
+            row: None,
             mapped_from: None,
         })
     }
@@ -211,6 +212,7 @@ impl ValueScanner {
             line,
             index,
             text: decode_utf8(&self.value).map(str::to_string),
+            row: None,
             mapped_from: None,
         }))
     }
@@ -289,6 +291,7 @@ impl ValueScanner {
             index,
             text: Err(Problem::new("invalid_json", "", message)
                 .hint("add the missing `\"` (a string cannot hold a raw line break: write \\n), then run again")),
+            row: None,
             mapped_from: None,
         }))
     }
