@@ -10,9 +10,11 @@ Prints, for `sftpack preprocess` on a real multi-turn corpus (benches/corpus.py)
   transformers apply_chat_template and per-record labels from prefix renderings;
 - the cost of a trivial (identity) map function, run in the engine's loop as a stage;
 - the same corpus from one Parquet file (zstd) against JSONL;
+- the input bytes 4 parts of a partitioned run read together, from JSONL and from Parquet;
 - the engine's own profile: start-up, and CPU seconds per stage (read, map, parse, render,
   tokenize, mask, write);
 - packing efficiency at 2048 / 4096 / 8192;
+- peak RSS of a tokenizer's first job (engine cache empty) and of later ones, against 300 MB;
 - peak RSS at 1x and 4x the corpus size (flat = bounded memory).
 
     python benches/bench_preprocess.py --size-mb 10 --threads 2 [--tokenizer DIR] [--json out.json]
@@ -46,10 +48,10 @@ def peak_mb():
             return int(line.split()[1]) / 1024
     return float("nan")
 
-data, tokenizer, out, threads, max_length, map_fn = sys.argv[1:7]
+data, tokenizer, out, threads, max_length, map_fn, options = sys.argv[1:8]
 start = time.perf_counter()
 result = preprocess([data], tokenizer, out, threads=int(threads), max_length=int(max_length), overwrite=True,
-                    map_fn=map_fn or None)
+                    map_fn=map_fn or None, **json.loads(options))
 seconds = time.perf_counter() - start
 counts = result["manifest"]["counts"]
 print(json.dumps({"seconds": seconds, "tokens": counts["tokens"], "records": counts["records_read"],
@@ -122,10 +124,24 @@ def write_parquet(jsonl: Path, target: Path) -> Path:
 
 
 def run_sftpack(data: Path, tokenizer: Path, out: Path, threads: int, max_length: int,
-                map_fn: str = "", cache: str = "") -> dict[str, Any]:
+                map_fn: str = "", cache: str = "", **options: Any) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)  # a finished pack would make the run a no-op
     return child_json(SFTPACK, str(data), str(tokenizer), str(out), str(threads), str(max_length), map_fn,
-                      threads=threads, cache=cache)
+                      json.dumps(options), threads=threads, cache=cache)
+
+
+PARTS = 4
+RSS_TARGET_MB = 300
+
+
+def parts_read(data: Path, tokenizer: Path, work: Path, threads: int) -> dict[str, Any]:
+    """The input bytes 4 parts of one job read together, against the corpus's size (1.0 = once)."""
+    runs = [run_sftpack(data, tokenizer, work / f"part-{i}", threads, 4096, num_shards=PARTS, shard_index=i)
+            for i in range(PARTS)]
+    read = sum(run["timing"]["input_bytes_read"] for run in runs)
+    return {"parts": PARTS, "bytes_read": read, "corpus_bytes": data.stat().st_size,
+            "read_once": data.stat().st_size / read,
+            "records": [run["records"] for run in runs]}
 
 
 IDENTITY = "def identity(record):\n    return record\n"
@@ -223,6 +239,11 @@ def main() -> int:
         figures["cold_setup_seconds"] = min(run["timing"]["setup_s"] for run in cold)
         figures["cold_engine_build_seconds"] = min(run["timing"].get("engine_build_s", 0.0) for run in cold)
         figures["cold_rss_mb"] = min(run["rss_mb"] for run in cold)
+        # A tokenizer's first job on the whole corpus: the most memory a run takes.
+        first_job = run_sftpack(data, tok, work / "first-job", args.threads, 4096, cache="off")
+        figures["memory"] = {"first_job_rss_mb": first_job["rss_mb"], "rss_mb": main_run["rss_mb"],
+                             "target_mb": RSS_TARGET_MB,
+                             "ratio_to_target": RSS_TARGET_MB / max(first_job["rss_mb"], main_run["rss_mb"])}
         sft_rate = main_run["tokens"] / main_run["seconds"]
         # Steady state from the run's own clock: its wall time less its start-up (the tiny run's
         # figure, taken in another process, can exceed a short run's whole time).
@@ -254,6 +275,9 @@ def main() -> int:
         for length in (2048, 8192):
             run = run_sftpack(data, tok, work / f"pack{length}", args.threads, length)
             figures["packing_efficiency"][str(length)] = run["efficiency"]
+
+        figures["parts"] = {"jsonl": parts_read(data, tok, work / "parts-jsonl", args.threads),
+                            "parquet": parts_read(parquet, tok, work / "parts-parquet", args.threads)}
 
         if not args.skip_scaling:
             big = work / "corpus4x.jsonl"
@@ -320,6 +344,14 @@ def report(f: dict[str, Any]) -> None:
     eff = f["packing_efficiency"]
     listed = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in eff.items())
     print(f"  packing efficiency {listed} (target >= 99.5% at 4096)")
+    for name, parts in f.get("parts", {}).items():
+        print(f"  {parts['parts']} parts    of the {name} corpus read {1 / parts['read_once']:.3f}x its bytes together "
+              f"(target <= 1.25; records per part {parts['records']})")
+    if "memory" in f:
+        mem = f["memory"]
+        print(f"  memory      peak RSS {mem['first_job_rss_mb']:,.0f} MB for a tokenizer's first job on the corpus, "
+              f"{mem['rss_mb']:,.0f} MB for later ones -> {mem['ratio_to_target']:.2f}x within the "
+              f"{mem['target_mb']} MB target (>= 1 meets it)")
     if "rss_mb_4x" in f:
         print(f"  peak RSS at 1x {s['rss_mb']:,.0f} MB, at 4x {f['rss_mb_4x']:,.0f} MB (flat = bounded)")
 

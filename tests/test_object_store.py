@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sftpack import InputError, check
+from sftpack import InputError, PackDataset, check
 from sftpack.preprocess import preprocess
 
 from .conftest import DEMO, data_path, document_tokens, read_jsonl
@@ -91,6 +91,33 @@ def test_jsonl_parquet_files_and_s3_objects_give_the_same_document_tokens(
         else:  # Parquet: the footer, then each row group once (one ranged GET each)
             assert 0.95 * stored <= result["timing"]["input_bytes_read"] <= 1.05 * stored
         assert preprocess(inputs, tokenizer, out, max_length=4096)["status"] == "up to date"
+
+
+def test_parts_read_their_own_byte_ranges_of_an_object_and_merge_to_the_documents_of_one_run(
+        s3: Any, tmp_path: Path, tokenizer_dir: Any) -> None:
+    from sftpack.parts import merge_packs
+
+    records = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
+    tokenizer = tokenizer_dir("qwen3")
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    local = tmp_path / "all.jsonl"
+    local.write_bytes(lines)
+    preprocess([local], tokenizer, tmp_path / "local", max_length=4096)
+    url = put(s3, "chat/all.jsonl", lines)
+    parts = [tmp_path / f"part-{i}" for i in range(3)]
+    read = 0
+    for index, part in enumerate(parts):
+        result = preprocess([url], tokenizer, part, max_length=4096, num_shards=3, shard_index=index)
+        assert result["manifest"]["counts"]["records_read"] > 0, "every part reads a range of the object"
+        read += result["timing"]["input_bytes_read"]
+    assert read <= 1.25 * len(lines), "ranged GETs: the parts read the object about once"
+    merge_packs(parts, tmp_path / "merged")
+    assert document_tokens(tmp_path / "merged") == document_tokens(tmp_path / "local")
+    merged_lines = sorted(line for row in range(len(PackDataset(tmp_path / "merged")))
+                          for _, line in PackDataset(tmp_path / "merged").sources(row))
+    local_lines = sorted(line for row in range(len(PackDataset(tmp_path / "local")))
+                         for _, line in PackDataset(tmp_path / "local").sources(row))
+    assert merged_lines == local_lines, "every document keeps its line in the object"
 
 
 def test_problems_in_objects_name_the_object_and_row(s3: Any) -> None:

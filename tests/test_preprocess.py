@@ -70,7 +70,7 @@ def test_rows_keep_the_pack_format_invariants(tmp_path: Path) -> None:
     preprocess([dataset(tmp_path)], DEMO, tmp_path / "out", max_length=256, window=100)
     rows = read_rows(tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["format"] == "sftpack-pack" and manifest["format_version"] == 1
+    assert manifest["format"] == "sftpack-pack" and manifest["format_version"] == 2
     assert sum(len(r["input_ids"]) for r in rows) == manifest["counts"]["tokens"]
     for row in rows:
         cu = row["cu_seqlens"]
@@ -204,7 +204,8 @@ def test_validation_split_is_disjoint_from_training_and_counts_reconcile(tmp_pat
     assert everything == {(0, n) for n in range(1, 601)}, "every record is somewhere, once"
     manifest = result["manifest"]
     held_out = json.loads((validation / "manifest.json").read_text())
-    assert manifest["validation"]["records"] == held_out["counts"]["records_read"] == 60
+    assert manifest["validation"]["records"] == held_out["counts"]["records_read"]
+    assert 40 <= held_out["counts"]["records_read"] <= 80, "each record held out with probability 0.1"
     assert manifest["counts"]["records_read"] + held_out["counts"]["records_read"] == 600
     assert (manifest["split"], held_out["split"]) == ("train", "validation")
     for counts in (manifest["counts"], held_out["counts"]):
@@ -247,6 +248,13 @@ def test_validation_sizes_that_leave_nothing_to_train_are_refused(tmp_path: Path
     preprocess([data], DEMO, tmp_path / "out", max_length=256, val_size=5)
     preprocess([data], DEMO, tmp_path / "out", max_length=256, overwrite=True)
     assert not (tmp_path / "out" / "validation").exists(), "a re-run without a split removes the old one"
+
+
+def test_a_share_that_holds_out_no_record_of_a_tiny_corpus_says_to_give_a_count(tmp_path: Path) -> None:
+    data = write_lines(tmp_path / "tiny.jsonl", [conversation(i) for i in range(3)])
+    with pytest.raises(ConfigError, match=r"held out none of the 3 record\(s\)") as raised:
+        preprocess([data], DEMO, tmp_path / "out", max_length=256, val_size=0.01)
+    assert "val_size: 2" in str(raised.value)
 
 
 def test_overlong_error_stops_the_run_naming_file_line_and_length(tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_quickstart_leaves_a_pack_a_model_and_metrics(tmp_path: Path) -> None:
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     assert "held-out eval loss" in result.stdout
     validation = json.loads((out / "pack" / "manifest.json").read_text())["validation"]
-    assert validation["records"] == 150
+    assert 100 <= validation["records"] <= 200, "each of 3,000 records held out with probability 0.05"
     chat = subprocess.run([sys.executable, "-m", "sftpack", "chat", str(out / "run" / "model"),
                            "--prompt", "Name a red cat."], capture_output=True, text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr

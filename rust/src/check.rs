@@ -172,14 +172,14 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
         }
         Ok(())
     };
+    let units = Source::whole_files(&files);
     let source = Source {
-        files: &files,
+        units: &units,
         forced,
         encoder: &encoder,
         mapper,
         threads: config.threads,
-        partition: None,
-        digests: None,
+        reports: None,
     };
     stream(&source, 0, &mut on_record, &mut |_| true)?;
     report.records = tally.records_read;

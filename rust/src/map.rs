@@ -91,6 +91,8 @@ mod tests {
             index: None,
             text: text.map(str::to_string),
             row: None,
+            offset: line,
+            unit: None,
             mapped_from: None,
         }
     }

@@ -11,7 +11,7 @@ use crate::encode::{EncodeOptions, Encoder, Outcome, Prepared};
 use crate::error::{Error, Result};
 use crate::map::{map_records, MapFnIdentity, RecordMapper};
 use crate::profile::{self, Stage};
-use crate::read::{self, RawRecord};
+use crate::read::{self, RawRecord, UnitReport, WorkUnit};
 use crate::schema::{self, Format};
 use crate::template::ChatTemplate;
 use crate::tokenize::TokenizerBundle;
@@ -150,10 +150,10 @@ pub struct StreamProgress {
     pub bytes_read: u64,
 }
 
-/// One part of a partitioned job: the records whose position (0-based, in input order over all
-/// files) is `index` modulo `count`. Every part frames all records (cheap) but maps and encodes
-/// only its own, so parts prepared anywhere join into exactly the documents of one unpartitioned
-/// run, with the same positions for the validation split.
+/// One part of a partitioned job: the work units (see [`crate::read::units`]) whose middle byte
+/// falls in the `index`-th of `count` equal shares of the inputs. The work list does not depend
+/// on `count`, so parts prepared anywhere join into exactly the documents of one unpartitioned
+/// run, and together read the inputs about once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Partition {
@@ -172,34 +172,40 @@ impl Partition {
         }
         Ok(self)
     }
-
-    pub fn owns(self, position: u64) -> bool {
-        position % self.count == self.index
-    }
 }
 
-/// What a job streams: its files, the encoder, and the optional map function before it.
+/// What a job streams: its work units (with their ids in a partitioned run, which the records
+/// then carry), the encoder, and the optional map function before it.
 pub struct Source<'a> {
-    pub files: &'a [PathBuf],
+    pub units: &'a [(Option<u32>, WorkUnit)],
     pub forced: Option<Format>,
     pub encoder: &'a Encoder,
     pub mapper: Option<&'a dyn RecordMapper>,
     pub threads: Option<usize>,
-    /// Only this part's records are mapped and encoded, if set.
-    pub partition: Option<Partition>,
-    /// Where to put the sha256 of each file read whole (by file index), if wanted.
-    pub digests: Option<&'a std::sync::Mutex<Vec<Option<String>>>>,
+    /// Where to put what reading each unit found out (lines, digests), by place in `units`.
+    pub reports: Option<&'a std::sync::Mutex<Vec<Option<UnitReport>>>>,
 }
 
-/// A record and its position over all the job's files.
+impl<'a> Source<'a> {
+    /// Every file read whole, from its start.
+    pub fn whole_files(files: &[PathBuf]) -> Vec<(Option<u32>, WorkUnit)> {
+        files
+            .iter()
+            .enumerate()
+            .map(|(index, path)| (None, WorkUnit::whole(index as u32, path)))
+            .collect()
+    }
+}
+
+/// A record and its position in the job's stream.
 pub struct Positioned {
     pub position: u64,
     pub raw: RawRecord,
 }
 
-/// The records of a batch the run encodes: not done by an earlier run (`already`), and in this
-/// part, mapped. While the file's format is still to be detected the whole batch is mapped
-/// first, so every run and every part detects what an unpartitioned first run did.
+/// The records of a batch the run encodes, not done by an earlier run (`already`), mapped.
+/// While the unit's format is still to be detected the whole batch is mapped first, so a
+/// resumed run detects what the first run did.
 fn fresh_records(
     source: &Source<'_>,
     mut batch: Vec<RawRecord>,
@@ -214,12 +220,11 @@ fn fresh_records(
     if detecting {
         *format = detect_format(&batch);
     }
-    let owns = |position: u64| source.partition.is_none_or(|part| part.owns(position));
     let (positions, mut records): (Vec<u64>, Vec<RawRecord>) = batch
         .into_iter()
         .enumerate()
         .map(|(j, raw)| (first + j as u64, raw))
-        .filter(|(position, _)| *position >= first + already as u64 && owns(*position))
+        .filter(|(position, _)| *position >= first + already as u64)
         .unzip();
     if let (Some(mapper), false, false) = (source.mapper, detecting, records.is_empty()) {
         profile::time(Stage::Map, || map_records(mapper, &mut records))?;
@@ -296,9 +301,8 @@ fn hand_over(batches: Vec<EncodedBatch>, on_record: &mut OnRecord<'_>) -> Result
     })
 }
 
-/// Streams every record of the source's files through its encoder, skipping the first `skip`
-/// records (done by an earlier run) without encoding them, and with a partition the records of
-/// other parts. `on_record` gets each result in input order; `on_batch` is called after every
+/// Streams every record of the source's units through its encoder, skipping the first `skip`
+/// records (done by an earlier run) without encoding them. `on_record` gets each result in input order; `on_batch` is called after every
 /// batch and stops the stream with `Error::Interrupted` when it returns false.
 ///
 /// While the pool encodes a batch, this thread hands the previous batch's results to
@@ -326,9 +330,9 @@ pub fn stream(
         let rest = pool.install(|| tokenize_rendered(ahead, encoder))?;
         hand_over(rest, on_record)
     };
-    for (file_index, path) in source.files.iter().enumerate() {
+    for (place, (id, unit)) in source.units.iter().enumerate() {
         let mut format = source.forced;
-        let (mut records, digest) = read::records_hashing(file_index as u32, path)?;
+        let (mut records, report) = read::units::open(unit, *id)?;
         loop {
             let batch: Vec<RawRecord> =
                 profile::time(Stage::Read, || records.by_ref().take(BATCH).collect::<Result<_>>())?;
@@ -373,9 +377,9 @@ pub fn stream(
                 return Err(Error::Interrupted);
             }
         }
-        if let (Some(digest), Some(digests)) = (digest, source.digests) {
-            if let Ok(mut digests) = digests.lock() {
-                digests[file_index] = digest.finish();
+        if let Some(reports) = source.reports {
+            if let Ok(mut reports) = reports.lock() {
+                reports[place] = Some(report);
             }
         }
     }

@@ -37,8 +37,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int,
                         help=f"seed of the packed row order and the validation split (default {default('seed')})")
     parser.add_argument("--val-size", metavar="F|N",
-                        help="hold out a validation pack in OUT/validation: a share of the records (0.05) or a "
-                             "number of them (500); never in the training pack")
+                        help="hold out a validation pack in OUT/validation: each record with probability F (0.05), "
+                             "or exactly N records (500, which counts the records first); never in the training pack")
     parser.add_argument("--window", type=int, metavar="N",
                         help=f"documents per packing window (default {default('window')})")
     parser.add_argument("--shard-size-mb", type=int, metavar="MB",

@@ -27,7 +27,7 @@ from ..errors import SftpackError
 
 IGNORE_INDEX = -100
 FORMAT = "sftpack-pack"
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)
 COLUMNS = ("input_ids", "loss_mask", "cu_seqlens", "source_file", "source_line")
 
 
@@ -168,12 +168,21 @@ class PackDataset:
             parts.append(np.delete(steps, cu.offsets[1:-1] - 1))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def sources(self, index: int) -> list[tuple[str, int]]:
-        """(input file, line) of each document in a row."""
+    def sources(self, index: int) -> list[tuple[str, int | None]]:
+        """(input file, line) of each document in a row. The line is None in a part of a
+        partitioned run whose work unit starts at a line only the merge can number."""
         inputs = self.manifest["inputs"]
+        units = self.manifest.get("units")
         files = self.column(index, "source_file")
         lines = self.column(index, "source_line")
-        return [(inputs[int(f)]["path"], int(n)) for f, n in zip(files, lines, strict=True)]
+        if units is None:
+            return [(inputs[int(f)]["path"], int(n)) for f, n in zip(files, lines, strict=True)]
+        sources: list[tuple[str, int | None]] = []
+        for u, n in zip(files, lines, strict=True):
+            unit = units[int(u)]
+            first = unit.get("first_line")
+            sources.append((inputs[unit["file"]]["path"], None if first is None else first - 1 + int(n)))
+        return sources
 
 
 def position_ids(cu_seqlens: np.ndarray) -> np.ndarray:

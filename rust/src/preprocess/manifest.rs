@@ -16,12 +16,14 @@ use crate::encode::{EncodeOptions, Encoder};
 use crate::error::{Error, Result};
 use crate::map::MapFnIdentity;
 use crate::pipeline::Partition;
+use crate::read::units::UnitInfo;
 use crate::shard::ShardInfo;
 use crate::tokenize::{hex_sha256, EngineReport, SpecialTokens};
 use crate::ENGINE_BUILD;
 
 pub const FORMAT_NAME: &str = "sftpack-pack";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: a partitioned or merged pack's sources name work units (`units`), not files.
+pub const FORMAT_VERSION: u32 = 2;
 pub(super) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The validation split's folder inside a pack.
 pub const VALIDATION_DIR: &str = "validation";
@@ -145,6 +147,11 @@ pub struct Manifest {
     /// The parts a merged pack was joined from (see [`super::merge`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<Vec<MergedFrom>>,
+    /// The work units of a partitioned run, when this pack is a part or a merge of parts: a
+    /// document's `source_file` then names a unit, and its `source_line` counts from the unit's
+    /// `first_line` (see [`crate::read::units`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<Vec<UnitInfo>>,
 }
 
 /// One part of a merged pack: where it was, its key and which part it is.
@@ -228,6 +235,7 @@ pub(super) struct Provenance {
     pub tokenizer: TokenizerInfo,
     pub template: TemplateInfo,
     pub settings: OutputSettings,
+    pub units: Option<Vec<UnitInfo>>,
 }
 
 /// Everything that can change a byte of the output: the input bytes, every tokenizer file the
@@ -264,6 +272,7 @@ impl Provenance {
             tokenizer,
             template,
             settings,
+            units: None,
         };
         provenance.key = provenance.key_with(&provenance.inputs);
         provenance
@@ -314,6 +323,7 @@ impl Provenance {
             validation: None,
             tokenizer_engine: None,
             merged_from: None,
+            units: self.units.clone(),
         }
     }
 }

@@ -10,16 +10,23 @@
 //! ```
 //!
 //! Every part of one job, each once (checked on the typed manifests), in part order: shards are
-//! hard-linked (copied across file systems), rejects concatenated, counts summed. The merged
+//! hard-linked (copied across file systems), rejects joined, counts summed. A part read its
+//! work units only, so it knew lines counted from each unit's start; the merge numbers every
+//! unit's first line from the parts' line counts (the manifest's `units`) and the rejects'
+//! lines with them. The merged
 //! pack holds exactly the documents of an unpartitioned run (rows differ: each part packs its
 //! own). Its manifest is written last, so an interrupted merge is never taken for a pack.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use super::manifest::{Manifest, MergedFrom, ValidationInfo, FORMAT_NAME, VALIDATION_DIR};
 use super::output::{write_atomic, Counts, REJECTS_FILE};
 use crate::error::{Error, Result};
+use crate::read::units::{self, UnitInfo};
 use crate::tokenize::hex_sha256;
 
 /// What a merge did: "done" or "up to date", and the merged training pack's manifest.
@@ -59,7 +66,12 @@ fn read_part(path: &Path) -> Result<Manifest> {
 /// What every part of one job shares; anything else differing means another job's part.
 fn differences(part: &Manifest, first: &Manifest) -> Vec<&'static str> {
     let mut differing = Vec::new();
-    let checks: [(&'static str, bool); 8] = [
+    let spans = |m: &Manifest| {
+        m.units
+            .as_ref()
+            .map(|u| u.iter().map(|u| (u.file, u.span)).collect::<Vec<_>>())
+    };
+    let checks: [(&'static str, bool); 9] = [
         (
             "format",
             part.format == first.format && part.format_version == first.format_version,
@@ -70,6 +82,7 @@ fn differences(part: &Manifest, first: &Manifest) -> Vec<&'static str> {
         ("tokenizer", part.tokenizer == first.tokenizer),
         ("template", part.template == first.template),
         ("max_length", part.max_length == first.max_length),
+        ("units", spans(part) == spans(first)),
         ("config", {
             let (mut a, mut b) = (part.config.clone(), first.config.clone());
             a.partition = None;
@@ -156,6 +169,42 @@ fn sum_counts(manifests: &[Manifest], max_length: Option<usize>) -> Counts {
     total
 }
 
+/// The parts' work units, each with the line count of the part that read it, and numbered.
+fn merged_units(manifests: &[Manifest]) -> Result<Option<Vec<UnitInfo>>> {
+    let Some(mut merged) = manifests[0].units.clone() else {
+        return Ok(None);
+    };
+    for manifest in manifests {
+        for (unit, part_unit) in merged.iter_mut().zip(manifest.units.iter().flatten()) {
+            unit.lines = unit.lines.or(part_unit.lines);
+        }
+    }
+    units::number_lines(&mut merged);
+    if let Some(place) = merged.iter().position(|u| u.first_line.is_none()) {
+        return Err(Error::config(format!(
+            "no part read work unit {place} of the inputs: the parts are incomplete or damaged"
+        ))
+        .hint("run the parts' preprocess commands again, then merge"));
+    }
+    Ok(Some(merged))
+}
+
+/// Copies a part's rejects, numbering the lines of records read in a unit within their file.
+fn copy_rejects(part: &Path, joined: &mut impl Write, units: Option<&[UnitInfo]>, target: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(part).map_err(|e| Error::io(part, e))?;
+    for line in text.lines() {
+        let mut reject: serde_json::Map<String, Value> = serde_json::from_str(line)
+            .map_err(|e| Error::config(format!("{}: a line is not JSON: {e}", part.display())))?;
+        if let (Some(unit), Some(units)) = (reject.remove("unit").and_then(|u| u.as_u64()), units) {
+            let first = units.get(unit as usize).and_then(|u| u.first_line).unwrap_or(1);
+            let relative = reject.get("line").and_then(Value::as_u64).unwrap_or(1);
+            reject.insert("line".into(), Value::from(first - 1 + relative));
+        }
+        writeln!(joined, "{}", Value::Object(reject)).map_err(|e| Error::io(target, e))?;
+    }
+    Ok(())
+}
+
 /// Joins one split (the training packs, or the validation packs) of every part into `out`.
 fn merge_split(
     dirs: &[PathBuf],
@@ -163,6 +212,7 @@ fn merge_split(
     out: &Path,
     key: &str,
     from: &[MergedFrom],
+    units: Option<&[UnitInfo]>,
 ) -> Result<Manifest> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut shards = Vec::new();
@@ -176,14 +226,15 @@ fn merge_split(
         }
     }
     let rejects = out.join(REJECTS_FILE);
-    let mut joined = std::fs::File::create(&rejects).map_err(|e| Error::io(&rejects, e))?;
+    let file = std::fs::File::create(&rejects).map_err(|e| Error::io(&rejects, e))?;
+    let mut joined = std::io::BufWriter::new(file);
     for dir in dirs {
         let part = dir.join(REJECTS_FILE);
         if part.is_file() {
-            let mut source = std::fs::File::open(&part).map_err(|e| Error::io(&part, e))?;
-            std::io::copy(&mut source, &mut joined).map_err(|e| Error::io(&rejects, e))?;
+            copy_rejects(&part, &mut joined, units, &rejects)?;
         }
     }
+    joined.flush().map_err(|e| Error::io(&rejects, e))?;
     let first = &manifests[0];
     let mut merged = first.clone();
     merged.key = key.to_string();
@@ -191,6 +242,7 @@ fn merge_split(
     merged.config.partition = None;
     merged.counts = sum_counts(manifests, first.max_length);
     merged.merged_from = Some(from.to_vec());
+    merged.units = units.map(<[UnitInfo]>::to_vec);
     let engines: Vec<_> = manifests.iter().filter_map(|m| m.tokenizer_engine.as_ref()).collect();
     if let Some(engine) = engines.first() {
         let mut total = (*engine).clone();
@@ -293,13 +345,22 @@ pub fn merge_parts(parts: &[PathBuf], out: &Path, overwrite: bool) -> Result<Mer
             partition: m.config.partition,
         })
         .collect();
-    let mut manifest = merge_split(&dirs, &manifests, out, &key, &from)?;
+    let units = merged_units(&manifests)?;
+    let mut manifest = merge_split(&dirs, &manifests, out, &key, &from, units.as_deref())?;
     if let Some(validation) = &manifests[0].validation {
         let held_dirs: Vec<PathBuf> = dirs.iter().map(|d| d.join(VALIDATION_DIR)).collect();
         let held: Vec<Manifest> = held_dirs.iter().map(|d| read_manifest(d)).collect::<Result<_>>()?;
-        let merged_held = merge_split(&held_dirs, &held, &out.join(VALIDATION_DIR), &key, &from)?;
+        let merged_held = merge_split(
+            &held_dirs,
+            &held,
+            &out.join(VALIDATION_DIR),
+            &key,
+            &from,
+            units.as_deref(),
+        )?;
         write_manifest(&out.join(VALIDATION_DIR), &merged_held)?;
         let counts = &merged_held.counts;
+        super::split::check_outcome(counts.tally.records_read, manifest.counts.tally.records_read)?;
         manifest.validation = Some(ValidationInfo {
             records: manifests
                 .iter()

@@ -35,7 +35,8 @@ use crate::map::RecordMapper;
 use crate::pipeline::StreamProgress;
 use crate::pipeline::{forced_format, open_encoder, stream, JobConfig, Partition, Positioned, Source};
 use crate::profile::{self, Profile, Stage};
-use crate::read::{self, RawRecord};
+use crate::read::units::{self, UnitInfo};
+use crate::read::{self, RawRecord, UnitReport, WorkUnit};
 use crate::schema::Format;
 use crate::tokenize::EngineReport;
 
@@ -162,6 +163,8 @@ struct Run<'a> {
     records_consumed: u64,
     key: String,
     files: Vec<PathBuf>,
+    /// A partitioned run's work list, as its manifest records it.
+    units: Option<Vec<UnitInfo>>,
 }
 
 impl Run<'_> {
@@ -170,14 +173,13 @@ impl Run<'_> {
     fn take(&mut self, position: u64, raw: &RawRecord, outcome: Outcome) -> Result<()> {
         let file_name = &self.files[raw.file as usize];
         if let Some(problem) = overlong_stop(&self.config.job.encode, &outcome) {
-            let element = raw.index.map_or(String::new(), |i| format!(" (element {i})"));
             return Err(Error::Overlong {
-                location: format!("{}:{}{element}", file_name.display(), raw.line),
+                location: self.location(raw),
                 detail: problem.message.clone(),
             });
         }
         let sink = match &mut self.validation {
-            Some((sink, selection)) if selection.contains(position) => sink,
+            Some((sink, selection)) if selection.contains(raw) => sink,
             _ => &mut self.train,
         };
         sink.take(raw, outcome, file_name)?;
@@ -186,6 +188,21 @@ impl Run<'_> {
             self.flush_windows()?;
         }
         Ok(())
+    }
+
+    /// Where a record lies, for an error: file:line, or its byte offset when it was read in a
+    /// unit whose first line is not known yet (the merge numbers those).
+    fn location(&self, raw: &RawRecord) -> String {
+        let file_name = self.files[raw.file as usize].display();
+        let element = raw.index.map_or(String::new(), |i| format!(" (element {i})"));
+        let first_line = match (raw.unit, &self.units) {
+            (Some(unit), Some(units)) => units[unit as usize].first_line,
+            _ => Some(1),
+        };
+        match first_line {
+            Some(first) => format!("{file_name}:{}{element}", first - 1 + raw.line),
+            None => format!("{file_name}, the record at byte {}", raw.offset),
+        }
     }
 
     fn sinks(&self) -> impl Iterator<Item = &Sink> {
@@ -269,16 +286,30 @@ pub fn preprocess(
     if let Some(manifest) = finished_pack(config, &provenance)? {
         return Ok(report("up to date", manifest));
     }
-    let (mut run, resumed) = Run::open(config, &provenance.key, &files)?;
-    let digests = std::sync::Mutex::new(vec![None; files.len()]);
+    let partition = config.partition.map(Partition::check).transpose()?;
+    let (units, all_units) = match partition {
+        Some(part) => {
+            let sizes: Vec<u64> = provenance.inputs.iter().map(|i| i.bytes).collect();
+            let all = units::work_list(&files, &sizes)?;
+            let mine = units::part_of(&all, part.count, part.index);
+            let mine: Vec<(Option<u32>, WorkUnit)> = mine.into_iter().map(|(id, u)| (Some(id), u)).collect();
+            (mine, Some(all.iter().map(UnitInfo::of).collect::<Vec<_>>()))
+        }
+        None => (Source::whole_files(&files), None),
+    };
+    let bytes_total = match partition {
+        Some(_) => units.iter().map(|(_, u)| u.bytes).sum(),
+        None => bytes_total,
+    };
+    let (mut run, resumed) = Run::open(config, &provenance.key, &files, all_units)?;
+    let reports = std::sync::Mutex::new(vec![None; units.len()]);
     let source = Source {
-        files: &files,
+        units: &units,
         forced,
         encoder: &encoder,
         mapper,
         threads: config.job.threads,
-        partition: config.partition.map(Partition::check).transpose()?,
-        digests: Some(&digests),
+        reports: Some(&reports),
     };
     let streamed = run.stream(&source, bytes_total, progress);
     if let Err(error @ (Error::Overlong { .. } | Error::Tokenizer(_))) = streamed {
@@ -289,7 +320,27 @@ pub fn preprocess(
     }
     streamed?;
     profile::time(Stage::Write, || run.flush_windows())?;
-    provenance.set_digests(digests.into_inner().unwrap_or_default());
+    if let (Some((sink, _)), None) = (&run.validation, partition) {
+        split::check_outcome(sink.counts.tally.records_read, run.train.counts.tally.records_read)?;
+    }
+    let reports = reports.into_inner().unwrap_or_default();
+    match &mut run.units {
+        // A part reads some files in ranges only: no part records digests, so all parts agree.
+        Some(infos) => {
+            for ((id, _), report) in units.iter().zip(&reports) {
+                if let (Some(id), Some(report)) = (id, report) {
+                    infos[*id as usize].lines = Some(report.lines());
+                }
+            }
+            provenance.units = Some(infos.clone());
+        }
+        None => provenance.set_digests(
+            reports
+                .iter()
+                .map(|r| r.as_ref().and_then(UnitReport::sha256))
+                .collect(),
+        ),
+    }
     let manifest = write_manifests(&run, &provenance, encoder.tokenizer.engine_report(), out)?;
     let progress_path = out.join("progress.json");
     std::fs::remove_file(&progress_path).map_err(|e| Error::io(&progress_path, e))?;
@@ -358,7 +409,12 @@ fn retime(path: &Path, provenance: &Provenance) -> Result<()> {
 impl<'a> Run<'a> {
     /// Opens the output packs: where an earlier run with this key checkpointed, resumed (true),
     /// else from nothing.
-    fn open(config: &'a PreprocessConfig, key: &str, files: &[PathBuf]) -> Result<(Self, bool)> {
+    fn open(
+        config: &'a PreprocessConfig,
+        key: &str,
+        files: &[PathBuf],
+        units: Option<Vec<UnitInfo>>,
+    ) -> Result<(Self, bool)> {
         let out = &config.out;
         let validation_dir = out.join(VALIDATION_DIR);
         let splits = if config.validation.is_some() { 2 } else { 1 };
@@ -382,7 +438,7 @@ impl<'a> Run<'a> {
         let validation = match config.validation {
             Some(size) => {
                 let state = states.pop().unwrap_or_default();
-                let selection = Selection::choose(files, size, config.seed, config.partition)?;
+                let selection = Selection::choose(files, size, config.seed)?;
                 Some((Sink::open(&validation_dir, config.shard_bytes, state)?, selection))
             }
             None => None,
@@ -401,6 +457,7 @@ impl<'a> Run<'a> {
             records_consumed,
             key: key.to_string(),
             files: files.to_vec(),
+            units,
         };
         Ok((run, resumed))
     }
@@ -448,12 +505,12 @@ fn write_manifests(run: &Run<'_>, provenance: &Provenance, engine: EngineReport,
     let (counts, shards) = run.train.finish(max_length);
     let mut manifest = provenance.manifest(max_length, counts, shards, split_name("train"));
     manifest.tokenizer_engine = Some(engine.clone());
-    if let (Some((sink, selection)), Some(size)) = (&run.validation, run.config.validation) {
+    if let (Some((sink, _)), Some(size)) = (&run.validation, run.config.validation) {
         let (counts, shards) = sink.finish(max_length);
         let info = ValidationInfo {
             path: VALIDATION_DIR.into(),
             size,
-            records: selection.len() as u64,
+            records: counts.tally.records_read,
             documents: counts.tally.packed,
             tokens: counts.tally.tokens,
             rows: counts.rows,

@@ -47,7 +47,8 @@ pub(super) struct Packing {
 
 struct Document {
     encoded: Encoded,
-    file: u32,
+    /// The input file, or in a partitioned run the work unit, the document was read from.
+    source: u32,
     line: u64,
 }
 
@@ -100,7 +101,7 @@ impl Sink {
             Outcome::Encoded(encoded) => {
                 self.window.push(Document {
                     encoded,
-                    file: raw.file,
+                    source: raw.unit.unwrap_or(raw.file),
                     line: raw.index.unwrap_or(raw.line),
                 });
                 Ok(())
@@ -127,6 +128,10 @@ impl Sink {
         if let Some(index) = raw.index {
             line["index"] = json!(index);
         }
+        if let Some(unit) = raw.unit {
+            // `line` counts from the unit's first line; merging the parts numbers it in the file
+            line["unit"] = json!(unit);
+        }
         if raw.mapped_from.is_some() && raw.text.is_ok() {
             line["mapped"] = json!(cut(current).0);
         }
@@ -150,7 +155,7 @@ impl Sink {
             row.input_ids.extend(doc.encoded.ids.iter().map(|&id| id as i32));
             row.loss_mask.extend_from_slice(&doc.encoded.mask);
             row.cu_seqlens.push(row.input_ids.len() as i32);
-            row.source_file.push(doc.file as i32);
+            row.source_file.push(doc.source as i32);
             row.source_line.push(doc.line as i64);
         }
         row

@@ -1,26 +1,29 @@
 //! Split: which records are held out for validation.
 //!
-//! A share (`fraction`) or a number (`documents`) of the records read is chosen by a seeded
-//! sample of record positions, before any record is encoded:
+//! Every record gets a score, a seeded hash of where it lies (its file's place in the inputs,
+//! and its byte offset or row there); the records scoring below a bound are held out:
 //!
 //! ```text
-//! records (in input order)   0 1 2 3 4 5 6 7 8 9      total 10, fraction 0.2 -> 2 records
-//! seeded sample of positions     2         7          -> validation pack
-//! every other record                                  -> training pack
+//! record (file, offset)   (0, 0)  (0, 812)  (0, 1630)  (1, 0)  (1, 95)
+//! score / 2^64             0.71    0.03      0.55       0.12    0.98
+//! fraction 0.1: bound 0.1          held out
 //! ```
 //!
-//! The choice depends on the seed and the record count only, so it is the same for any thread
-//! count and on resume; a record is in exactly one of the two packs.
+//! A share sets the bound itself: each record is held out with that probability, and nothing is
+//! read beforehand. A number of records sets it just above that many records' lowest scores,
+//! which takes a counting pass first (the offsets of JSON records; a Parquet file's rows from
+//! its footer). Either way the choice depends on the seed and the records' places alone, so it
+//! is the same for any thread count, any number of parts and on resume, and a record is in
+//! exactly one of the two packs.
 
-use std::collections::HashSet;
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::pack::SplitMix64;
-use crate::pipeline::Partition;
-use crate::read;
+use crate::read::{self, RawRecord};
 
 /// How much of the corpus to hold out.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -33,81 +36,97 @@ pub enum ValidationSize {
 }
 
 impl ValidationSize {
-    /// How many of `total` records to hold out: a fraction rounds to the nearest count, at
-    /// least one; a count is capped at all records but one, so training keeps some.
-    pub fn count(self, total: u64) -> Result<u64> {
-        let wanted = match self {
-            ValidationSize::Fraction(f) if f > 0.0 && f < 1.0 => ((f * total as f64).round() as u64).max(1),
+    fn check(self) -> Result<Self> {
+        match self {
+            ValidationSize::Fraction(f) if f > 0.0 && f < 1.0 => Ok(self),
             ValidationSize::Fraction(f) => {
-                return Err(Error::config(format!("validation fraction {f} is not between 0 and 1"))
+                Err(Error::config(format!("validation fraction {f} is not between 0 and 1"))
                     .hint("pass a share such as 0.05, or a number of documents such as 500"))
             }
             ValidationSize::Documents(0) => {
-                return Err(Error::config("a validation split of 0 documents")
+                Err(Error::config("a validation split of 0 documents")
                     .hint("leave `val_size` out for no validation split"))
             }
-            ValidationSize::Documents(n) => n,
-        };
-        if total < 2 || wanted >= total {
-            return Err(Error::config(format!(
-                "a validation split of {wanted} record(s) leaves nothing to train on: the inputs hold {total} record(s)"
-            ))
-            .hint("use a smaller `val_size`"));
+            ValidationSize::Documents(_) => Ok(self),
         }
-        Ok(wanted)
     }
 }
 
-/// The positions (0-based, in input order over all files) of the held-out records.
-#[derive(Debug, Clone, Default)]
+/// The held-out records: those whose score is below `bound`.
+#[derive(Debug, Clone)]
 pub struct Selection {
-    held_out: HashSet<u64>,
+    seed: u64,
+    bound: u64,
 }
 
 impl Selection {
-    /// Counts the records of `files` (framing only, nothing is parsed or encoded) and samples
-    /// the held-out positions with `seed`; in a partitioned run, keeps those of the part (the
-    /// parts' selections together are the unpartitioned run's).
-    pub fn choose(files: &[PathBuf], size: ValidationSize, seed: u64, partition: Option<Partition>) -> Result<Self> {
-        let mut total = 0u64;
-        for (index, path) in files.iter().enumerate() {
-            for record in read::records(index as u32, path)? {
-                record?;
-                total += 1;
-            }
-        }
-        let mut held_out = sample(total, size.count(total)?, seed);
-        if let Some(part) = partition {
-            held_out.retain(|&position| part.owns(position));
-        }
-        Ok(Selection { held_out })
+    /// The selection of `size` records for `seed`. A number of records counts the records of
+    /// `files` first (framing only, nothing is parsed or encoded).
+    pub fn choose(files: &[PathBuf], size: ValidationSize, seed: u64) -> Result<Self> {
+        let bound = match size.check()? {
+            ValidationSize::Fraction(f) => (f * 2f64.powi(64)) as u64,
+            ValidationSize::Documents(n) => bound_for_count(files, n, seed)?,
+        };
+        Ok(Selection { seed, bound })
     }
 
-    pub fn contains(&self, position: u64) -> bool {
-        self.held_out.contains(&position)
-    }
-
-    pub fn len(&self) -> usize {
-        self.held_out.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.held_out.is_empty()
+    pub fn contains(&self, record: &RawRecord) -> bool {
+        score(self.seed, record.file, record.offset) < self.bound
     }
 }
 
-/// `count` distinct positions below `total`, uniformly at random (Floyd's algorithm: memory in
-/// proportion to `count`, not `total`).
-fn sample(total: u64, count: u64, seed: u64) -> HashSet<u64> {
-    let mut rng = SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15);
-    let mut chosen = HashSet::with_capacity(count as usize);
-    for upper in total - count..total {
-        let candidate = rng.next_u64() % (upper + 1);
-        if !chosen.insert(candidate) {
-            chosen.insert(upper);
+/// Fails when a run (or the merge of its parts) held out nothing, or everything: a share of a
+/// small corpus can.
+pub fn check_outcome(held_out: u64, kept: u64) -> Result<()> {
+    if held_out > 0 && kept > 0 {
+        return Ok(());
+    }
+    let what = if held_out == 0 { "none" } else { "all" };
+    Err(Error::config(format!(
+        "the validation split held out {what} of the {} record(s) read",
+        held_out + kept
+    ))
+    .hint(
+        "a share holds out each record with that probability: for a small corpus give a number of records \
+           (`val_size: 2`), or another `seed`",
+    ))
+}
+
+/// A record's score: a seeded hash of its file's place and its offset there.
+fn score(seed: u64, file: u32, offset: u64) -> u64 {
+    let mix = |x: u64| SplitMix64::new(x).next_u64();
+    mix(mix(mix(seed ^ 0x5EED_5EED) ^ u64::from(file)) ^ offset)
+}
+
+/// The bound that holds out the `count` lowest-scoring records of `files`.
+fn bound_for_count(files: &[PathBuf], count: u64, seed: u64) -> Result<u64> {
+    let mut lowest: BinaryHeap<u64> = BinaryHeap::with_capacity(count as usize + 1);
+    let mut total = 0u64;
+    let mut keep = |file: u32, offset: u64| {
+        total += 1;
+        lowest.push(score(seed, file, offset));
+        if lowest.len() as u64 > count {
+            lowest.pop();
+        }
+    };
+    for (index, path) in files.iter().enumerate() {
+        let file = index as u32;
+        match read::parquet_rows(path)? {
+            Some(rows) => (0..rows).for_each(|row| keep(file, row)),
+            None => {
+                for record in read::records(file, path)? {
+                    keep(file, record?.offset);
+                }
+            }
         }
     }
-    chosen
+    if total < 2 || count >= total {
+        return Err(Error::config(format!(
+            "a validation split of {count} record(s) leaves nothing to train on: the inputs hold {total} record(s)"
+        ))
+        .hint("use a smaller `val_size`"));
+    }
+    Ok(lowest.peek().map_or(0, |highest| highest.saturating_add(1)))
 }
 
 #[cfg(test)]
@@ -115,38 +134,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_become_counts() {
-        assert_eq!(ValidationSize::Fraction(0.05).count(1000).ok(), Some(50));
-        assert_eq!(ValidationSize::Fraction(0.001).count(100).ok(), Some(1), "at least one");
-        assert_eq!(ValidationSize::Documents(7).count(100).ok(), Some(7));
-        assert!(
-            ValidationSize::Documents(100).count(100).is_err(),
-            "nothing left to train on"
-        );
-        assert!(ValidationSize::Fraction(1.5).count(100).is_err());
-        assert!(ValidationSize::Documents(0).count(100).is_err());
+    fn sizes_are_checked() {
+        assert!(ValidationSize::Fraction(0.05).check().is_ok());
+        assert!(ValidationSize::Documents(7).check().is_ok());
+        assert!(ValidationSize::Fraction(1.5).check().is_err());
+        assert!(ValidationSize::Fraction(0.0).check().is_err());
+        assert!(ValidationSize::Documents(0).check().is_err());
     }
 
     #[test]
-    fn the_sample_is_seeded_distinct_and_in_range() {
-        for (total, count) in [(10, 3), (1000, 999), (5, 1), (100_000, 5_000)] {
-            let a = sample(total, count, 7);
-            assert_eq!(a.len() as u64, count);
-            assert!(a.iter().all(|&p| p < total));
-            assert_eq!(a, sample(total, count, 7));
-        }
-        assert_ne!(sample(1000, 10, 1), sample(1000, 10, 2));
-    }
-
-    #[test]
-    fn every_position_is_equally_likely() {
-        let mut hits = [0u32; 10];
-        for seed in 0..20_000 {
-            for p in sample(10, 3, seed) {
-                hits[p as usize] += 1;
+    fn scores_are_seeded_and_spread_evenly() {
+        assert_ne!(score(1, 0, 0), score(2, 0, 0));
+        assert_ne!(score(1, 0, 1), score(1, 1, 0));
+        let mut buckets = [0u32; 10];
+        for file in 0..10 {
+            for offset in (0..60_000u64).map(|i| i * 97) {
+                buckets[(score(3, file, offset) / (u64::MAX / 10)).min(9) as usize] += 1;
             }
         }
-        // 6,000 expected per position; 5 standard deviations is about 325
-        assert!(hits.iter().all(|&h| (5_675..=6_325).contains(&h)), "{hits:?}");
+        // 60,000 expected per tenth; 5 standard deviations is about 1,160
+        assert!(buckets.iter().all(|&b| (58_840..=61_160).contains(&b)), "{buckets:?}");
+    }
+
+    #[test]
+    fn a_share_holds_out_about_that_share_and_a_number_exactly_that_many() {
+        let dir = std::env::temp_dir().join(format!("sftpack-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("a.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n".repeat(2000)).expect("write");
+        let files = [path];
+        let held = |selection: &Selection| {
+            read::records(0, &files[0])
+                .expect("records")
+                .filter(|r| selection.contains(r.as_ref().expect("record")))
+                .count()
+        };
+        let share = Selection::choose(&files, ValidationSize::Fraction(0.1), 7).expect("share");
+        assert!((150..=250).contains(&held(&share)), "{}", held(&share));
+        let count = Selection::choose(&files, ValidationSize::Documents(37), 7).expect("count");
+        assert_eq!(held(&count), 37);
+        assert!(Selection::choose(&files, ValidationSize::Documents(2000), 7).is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

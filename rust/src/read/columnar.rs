@@ -43,17 +43,56 @@ pub fn is_columnar(path: &Path) -> bool {
     extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
 }
 
-/// Streams the rows of one columnar file as records.
-pub(super) fn records(file_index: u32, path: &Path) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
-    let batches = open_batches(path)?;
+/// A Parquet file's footer, read once per job and handed to each of its row groups' readers.
+pub(super) type Footer = parquet::arrow::arrow_reader::ArrowReaderMetadata;
+
+/// Streams the rows of one columnar file as records: all of them, or those of one Parquet row
+/// group (`Some((index, first_row))`, its first row's 0-based number in the file), with the
+/// file's footer when it was read already.
+pub(super) fn records(
+    file_index: u32,
+    path: &Path,
+    row_group: Option<(usize, u64)>,
+    footer: Option<Footer>,
+) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
+    let batches = open_batches(path, row_group.map(|(index, _)| index), footer)?;
     Ok(Box::new(Rows {
         file: file_index,
         path: path.to_path_buf(),
         batches,
         current: None,
         next_row: 0,
-        row: 0,
+        row: row_group.map_or(0, |(_, first_row)| first_row),
     }))
+}
+
+/// Whether `path` is a Parquet file (whose row groups can be read apart).
+pub(super) fn is_parquet(path: &Path) -> bool {
+    extension(path).is_some_and(|e| PARQUET_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// A Parquet file's footer (nothing else is read).
+pub(super) fn footer(path: &Path) -> Result<Footer> {
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::default();
+    let loaded = if super::is_remote(path) {
+        Footer::load(&RemoteFile::open(&path.display().to_string())?, options)
+    } else {
+        Footer::load(
+            &CountingFile(File::open(path).map_err(|e| Error::io(path, e))?),
+            options,
+        )
+    };
+    loaded.map_err(|e| unreadable(path, "Parquet", e))
+}
+
+/// The rows and compressed bytes of each row group a footer lists.
+pub(super) fn row_groups(footer: &Footer) -> Vec<(u64, u64)> {
+    footer
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|group| (group.num_rows().max(0) as u64, group.compressed_size().max(0) as u64))
+        .collect()
 }
 
 type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
@@ -63,12 +102,12 @@ fn unreadable(path: &Path, what: &str, error: impl std::fmt::Display) -> Error {
         .hint("the file may be truncated or still being written: copy or download it again")
 }
 
-fn open_batches(path: &Path) -> Result<Batches> {
+fn open_batches(path: &Path, row_group: Option<usize>, footer: Option<Footer>) -> Result<Batches> {
     let ext = extension(path).unwrap_or_default();
     if super::is_remote(path) {
         let file = RemoteFile::open(&path.display().to_string())?;
         return if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
-            remote_parquet_batches(path, file)
+            remote_parquet_batches(path, file, row_group, footer)
         } else if is_ipc_file(file.clone_at_start())? {
             ipc_file_batches(path, file)
         } else {
@@ -77,7 +116,7 @@ fn open_batches(path: &Path) -> Result<Batches> {
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     if PARQUET_EXTENSIONS.contains(&ext.as_str()) {
-        return parquet_batches(path, CountingFile(file));
+        return parquet_batches(path, CountingFile(file), row_group, footer);
     }
     debug_assert!(ARROW_EXTENSIONS.contains(&ext.as_str()));
     if is_ipc_file(File::open(path).map_err(|e| Error::io(path, e))?)? {
@@ -118,18 +157,51 @@ fn is_ipc_file(mut reader: impl Read) -> Result<bool> {
     Ok(reader.read_exact(&mut magic).is_ok() && &magic == b"ARROW1")
 }
 
-fn parquet_batches(path: &Path, file: impl parquet::file::reader::ChunkReader + 'static) -> Result<Batches> {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+fn parquet_batches(
+    path: &Path,
+    file: impl parquet::file::reader::ChunkReader + 'static,
+    row_group: Option<usize>,
+    footer: Option<Footer>,
+) -> Result<Batches> {
+    let reader = parquet_builder(file, footer)
+        .map(|builder| only_row_group(builder, row_group))
         .and_then(|builder| builder.with_batch_size(BATCH_ROWS).build())
         .map_err(|e| unreadable(path, "Parquet", e))?;
     Ok(Box::new(reader))
 }
 
+type Builder<T> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<T>;
+
+/// A reader of a Parquet file, from its footer when read already.
+fn parquet_builder<T: parquet::file::reader::ChunkReader + 'static>(
+    file: T,
+    footer: Option<Footer>,
+) -> parquet::errors::Result<Builder<T>> {
+    match footer {
+        Some(footer) => Ok(Builder::new_with_metadata(file, footer)),
+        None => Builder::try_new(file),
+    }
+}
+
+fn only_row_group<T: parquet::file::reader::ChunkReader + 'static>(
+    builder: parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<T>,
+    row_group: Option<usize>,
+) -> parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<T> {
+    match row_group {
+        Some(index) => builder.with_row_groups(vec![index]),
+        None => builder,
+    }
+}
+
 /// A Parquet object: the footer first, then one ranged GET per row group.
-fn remote_parquet_batches(path: &Path, file: RemoteFile) -> Result<Batches> {
+fn remote_parquet_batches(
+    path: &Path,
+    file: RemoteFile,
+    row_group: Option<usize>,
+    footer: Option<Footer>,
+) -> Result<Batches> {
     let handle = file.clone_at_start();
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| unreadable(path, "Parquet", e))?;
+    let builder = parquet_builder(file, footer).map_err(|e| unreadable(path, "Parquet", e))?;
     let ranges = builder
         .metadata()
         .row_groups()
@@ -142,7 +214,7 @@ fn remote_parquet_batches(path: &Path, file: RemoteFile) -> Result<Batches> {
         })
         .collect();
     handle.set_row_groups(ranges);
-    let reader = builder
+    let reader = only_row_group(builder, row_group)
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| unreadable(path, "Parquet", e))?;
@@ -168,7 +240,7 @@ struct Rows {
     current: Option<RecordBatch>,
     /// The next row of `current` to hand out.
     next_row: usize,
-    /// Rows handed out so far in the file.
+    /// Rows of the file before the next one handed out.
     row: u64,
 }
 
@@ -189,6 +261,8 @@ impl Iterator for Rows {
                         file: self.file,
                         line: self.row,
                         index: None,
+                        offset: self.row - 1,
+                        unit: None,
                         text,
                         row,
                         mapped_from: None,

@@ -15,6 +15,7 @@
 mod columnar;
 mod remote;
 mod scan;
+pub mod units;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -25,6 +26,7 @@ use crate::error::{Error, Problem, Result};
 pub use columnar::is_columnar;
 pub use remote::{is_remote, Object};
 pub use scan::ValueScanner;
+pub use units::{UnitReport, WorkUnit};
 
 /// One record as read from disk, before parsing.
 #[derive(Debug, Clone)]
@@ -35,6 +37,13 @@ pub struct RawRecord {
     pub line: u64,
     /// 0-based element index when the file is a JSON array.
     pub index: Option<u64>,
+    /// Where the record starts in its file: the byte offset of a JSON record (in the
+    /// decompressed text), the 0-based row of a columnar one. With `file`, what identifies a
+    /// record however the file is cut into work units (the validation split hashes it).
+    pub offset: u64,
+    /// The work unit (see [`units`]) the record was read in, when a partitioned run reads the
+    /// inputs in units: `line` then counts from the unit's first line.
+    pub unit: Option<u32>,
     /// The record's JSON text, or why it could not be cut out of the file. Empty for a columnar
     /// row, which arrives as an object (`row`) and needs no text unless one is asked for.
     pub text: std::result::Result<String, Problem>,
@@ -317,47 +326,45 @@ pub fn layout_of(path: &Path) -> Layout {
     }
 }
 
-/// Streams the records of one file.
-pub fn records(file_index: u32, path: &Path) -> Result<Box<dyn Iterator<Item = Result<RawRecord>> + Send>> {
-    Ok(records_hashing(file_index, path)?.0)
-}
-
-type Records = Box<dyn Iterator<Item = Result<RawRecord>> + Send>;
-
-/// [`records`], and for a local JSON file (read from start to end) the sha256 of its bytes,
-/// complete once the records are.
-pub fn records_hashing(file_index: u32, path: &Path) -> Result<(Records, Option<Digest>)> {
-    if is_columnar(path) {
-        return Ok((columnar::records(file_index, path)?, None));
+/// A Parquet file's rows, from its footer (nothing else is read); None for other files.
+pub fn parquet_rows(path: &Path) -> Result<Option<u64>> {
+    if !columnar::is_parquet(path) {
+        return Ok(None);
     }
-    let digest = (!is_remote(path)).then(Digest::default);
-    let reader = open_hashing(path, digest.clone())?;
-    let owned = path.to_path_buf();
-    let records: Records = match layout_of(path) {
-        Layout::JsonLines => Box::new(JsonLines::new(file_index, owned, reader)),
-        Layout::JsonValues => Box::new(ValueScanner::new(file_index, owned, reader)),
-    };
-    Ok((records, digest))
+    let footer = columnar::footer(path)?;
+    Ok(Some(columnar::row_groups(&footer).iter().map(|(rows, _)| rows).sum()))
 }
 
-/// JSON Lines: every non-blank line is one record.
-struct JsonLines {
+/// Streams the records of one file.
+pub fn records(file_index: u32, path: &Path) -> Result<Records> {
+    Ok(units::open(&WorkUnit::whole(file_index, path), None)?.0)
+}
+
+pub type Records = Box<dyn Iterator<Item = Result<RawRecord>> + Send>;
+
+/// JSON Lines: every non-blank line is one record. Read whole, or one work unit of the file:
+/// the lines that start in a byte range (see [`units`]).
+pub(crate) struct JsonLines {
     file: u32,
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
-    line: u64,
+    /// Lines read so far (blank ones too), shared with the unit's report.
+    lines: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Where the next unread byte lies in the (decompressed) file.
+    offset: u64,
+    /// A line starting here or later belongs to the next unit.
+    end: Option<u64>,
+    /// The reader starts one byte before the unit, inside a line the unit before it owns.
+    skip_partial_line: bool,
     buf: Vec<u8>,
 }
 
 impl JsonLines {
-    fn new(file: u32, path: PathBuf, reader: Box<dyn BufRead + Send>) -> Self {
-        JsonLines {
-            file,
-            path,
-            reader,
-            line: 0,
-            buf: Vec::new(),
-        }
+    fn next_line(&mut self) -> std::io::Result<usize> {
+        self.buf.clear();
+        let n = self.reader.read_until(b'\n', &mut self.buf)?;
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 
@@ -365,16 +372,24 @@ impl Iterator for JsonLines {
     type Item = Result<RawRecord>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if std::mem::take(&mut self.skip_partial_line) {
+            if let Err(e) = self.next_line() {
+                return Some(Err(Error::io(&self.path, e)));
+            }
+        }
         loop {
-            self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            if self.end.is_some_and(|end| self.offset >= end) {
+                return None;
+            }
+            let start = self.offset;
+            match self.next_line() {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(e) => return Some(Err(Error::io(&self.path, e))),
             }
-            self.line += 1;
+            let line = 1 + self.lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut bytes = self.buf.as_slice();
-            if self.line == 1 {
+            if start == 0 {
                 bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
             }
             if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -383,8 +398,10 @@ impl Iterator for JsonLines {
             let text = decode_utf8(bytes).map(|s| s.trim_end_matches(['\n', '\r']).to_string());
             return Some(Ok(RawRecord {
                 file: self.file,
-                line: self.line,
+                line,
                 index: None,
+                offset: start,
+                unit: None,
                 text,
                 row: None,
                 mapped_from: None,

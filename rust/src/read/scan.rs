@@ -35,6 +35,8 @@ pub struct ValueScanner {
     previous_line_last: Option<u8>,
     /// Bytes read from the file so far.
     offset: u64,
+    /// Where the value being read (or the broken stretch reported) starts.
+    record_start: u64,
     /// The separator before the next value was consumed while resynchronizing.
     separator_consumed: bool,
     /// `Some(n)` once the file turned out to be an array; n = next element's index.
@@ -79,6 +81,7 @@ impl ValueScanner {
             line_last: None,
             previous_line_last: None,
             offset: 0,
+            record_start: 0,
             separator_consumed: false,
             array_index: None,
             started: false,
@@ -122,6 +125,7 @@ impl ValueScanner {
 
     fn framing_problem(&mut self, line: u64, kind: &'static str, message: String) -> Step {
         self.finished = true;
+        self.record_start = self.offset;
         Step::Record(RawRecord {
             file: self.file,
             line,
@@ -129,6 +133,8 @@ impl ValueScanner {
             text: Err(Problem::new(kind, "", message)
                 .hint("the rest of this file cannot be split into records; check it with `python -m json.tool FILE`")),
             row: None,
+            offset: self.record_start,
+            unit: None,
             mapped_from: None,
         })
     }
@@ -195,6 +201,7 @@ impl ValueScanner {
         let line = self.line;
         let column = self.column.saturating_sub(1);
         let offset = self.offset.saturating_sub(1);
+        self.record_start = offset;
         self.value.clear();
         match self.read_value(first)? {
             ValueEnd::Complete => {}
@@ -213,6 +220,8 @@ impl ValueScanner {
             index,
             text: decode_utf8(&self.value).map(str::to_string),
             row: None,
+            offset: self.record_start,
+            unit: None,
             mapped_from: None,
         }))
     }
@@ -292,6 +301,8 @@ impl ValueScanner {
             text: Err(Problem::new("invalid_json", "", message)
                 .hint("add the missing `\"` (a string cannot hold a raw line break: write \\n), then run again")),
             row: None,
+            offset: self.record_start,
+            unit: None,
             mapped_from: None,
         }))
     }

@@ -7,6 +7,7 @@
 //! `SFTPACK_TOKENIZER_ENGINE=0.23` does the same on purpose (to compare engines, or to rule the
 //! new one out).
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,40 @@ const PROBES: [&str; 8] = [
     "Zeile1\nZeile2\n\nΑλφάβητο Кириллица العربية עברית हिन्दी ไทย",
     " \n \n\u{a0}x\u{3000}y\u{200b}z",
 ];
+
+/// The ids tokenizers 0.23 gives the probes, alone and around every special token, in both
+/// special-token modes: the reference a new 1.0 engine is checked against. Computed from a 0.23
+/// load dropped at once, so a tokenizer's first job never holds both engines.
+pub(crate) struct ProbeIds(Vec<(String, bool, Vec<u32>)>);
+
+impl ProbeIds {
+    pub(crate) fn compute(source: &str) -> Result<Self, String> {
+        let mut reference = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
+        // The first 64 added tokens by id (the decoder is a hash map: sorted, so every load
+        // probes the same ones and reaches the same verdict).
+        let mut added: Vec<(u32, String)> = reference
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| !t.content.is_empty())
+            .map(|(id, t)| (id, t.content))
+            .collect();
+        added.sort_unstable();
+        let specials: Vec<String> = added.into_iter().take(64).map(|(_, content)| content).collect();
+        let mut texts: Vec<String> = PROBES.iter().map(|p| p.to_string()).collect();
+        texts.push(specials.iter().map(|s| format!("{s}\n{}{s} x ", PROBES[0])).collect());
+        let mut expected = Vec::new();
+        for text_only in [false, true] {
+            reference.set_encode_special_tokens(text_only);
+            for text in &texts {
+                let ids = reference
+                    .encode_fast(text.as_str(), false)
+                    .map_err(|e| format!("{OLD_ENGINE} failed on a probe text: {e}"))?;
+                expected.push((text.clone(), text_only, ids.get_ids().to_vec()));
+            }
+        }
+        Ok(ProbeIds(expected))
+    }
+}
 
 pub(crate) struct Fast {
     tokenizer: PipelineTokenizer,
@@ -68,44 +103,29 @@ impl Fast {
     /// Builds the 1.0 engine for a tokenizer.json text, or says why it cannot. Check it with
     /// [`Fast::agrees_with`] before use.
     pub(crate) fn load_tokenizer(text: &str, cache: &Entry) -> Result<PipelineTokenizer, String> {
-        if std::env::var("SFTPACK_TOKENIZER_ENGINE").is_ok_and(|v| v.trim() == "0.23") {
+        if !Self::wanted() {
             return Err("SFTPACK_TOKENIZER_ENGINE=0.23 is set".into());
         }
         load_engine(text, cache).map_err(|e| format!("{FAST_ENGINE} cannot load this tokenizer: {e}"))
+    }
+
+    /// Whether the 1.0 engine may be used at all.
+    pub(crate) fn wanted() -> bool {
+        !std::env::var("SFTPACK_TOKENIZER_ENGINE").is_ok_and(|v| v.trim() == "0.23")
     }
 
     pub(crate) fn new(tokenizer: PipelineTokenizer, spellings: Result<Spellings, String>) -> Self {
         Fast { tokenizer, spellings }
     }
 
-    /// Whether both engines give the same ids on the probes, alone and around every special
-    /// token, in both special-token modes. `reference` is a 0.23 load of the same tokenizer.json
-    /// (checked as loaded, then with `encode_special_tokens`).
-    pub(crate) fn agrees_with(&self, reference: &mut Tokenizer) -> Result<(), String> {
-        // The first 64 added tokens by id (the decoder is a hash map: sorted, so every load
-        // probes the same ones and reaches the same verdict).
-        let mut added: Vec<(u32, String)> = reference
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| !t.content.is_empty())
-            .map(|(id, t)| (id, t.content))
-            .collect();
-        added.sort_unstable();
-        let specials: Vec<String> = added.into_iter().take(64).map(|(_, content)| content).collect();
-        let mut texts: Vec<String> = PROBES.iter().map(|p| p.to_string()).collect();
-        texts.push(specials.iter().map(|s| format!("{s}\n{}{s} x ", PROBES[0])).collect());
-        for text_only in [false, true] {
-            reference.set_encode_special_tokens(text_only);
-            for text in &texts {
-                let expected = reference
-                    .encode_fast(text.as_str(), false)
-                    .map_err(|e| format!("{OLD_ENGINE} failed on a probe text: {e}"))?;
-                let got = self.ids(text, text_only).map_err(|p| p.message)?;
-                if got != expected.get_ids() {
-                    return Err(format!(
-                        "{FAST_ENGINE} gives other ids than {OLD_ENGINE} for {text:?} (encode_special_tokens={text_only})"
-                    ));
-                }
+    /// Whether the 1.0 engine gives the ids 0.23 gave on the probes (see [`ProbeIds`]).
+    pub(crate) fn agrees_with(&self, expected: &ProbeIds) -> Result<(), String> {
+        for (text, text_only, ids) in &expected.0 {
+            let got = self.ids(text, *text_only).map_err(|p| p.message)?;
+            if got != *ids {
+                return Err(format!(
+                    "{FAST_ENGINE} gives other ids than {OLD_ENGINE} for {text:?} (encode_special_tokens={text_only})"
+                ));
             }
         }
         Ok(())

@@ -75,9 +75,9 @@ pub(super) struct Pipeline {
     pub(super) fast: FastSlot,
 }
 
-/// Whether 1.0 may encode: the cached verdict of the probe check, else the check itself (which
-/// loads 0.23 once, checks both special-token modes and drops it).
-fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult {
+/// Whether 1.0 may encode: the cached verdict of the probe check, else the check itself against
+/// the ids 0.23 gave (`probes`, computed before the engine was built; here if they were not).
+fn checked(fast: engine::Fast, probes: Option<ProbeResult>, source: &str, cache: &cache::Entry) -> FastResult {
     match cache
         .read(VERDICT)
         .as_deref()
@@ -86,10 +86,8 @@ fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult
         Some(("agrees", _)) => Ok(fast),
         Some(("differs", why)) => Err(why.to_string()),
         _ => {
-            // A 0.23 load just for the check, dropped after it: most jobs never need 0.23
-            // again, and it need not sit in memory beside the 1.0 engine.
-            let mut reference = Tokenizer::from_str(source).map_err(|e| e.to_string())?;
-            let verdict = fast.agrees_with(&mut reference);
+            let expected = probes.unwrap_or_else(|| engine::ProbeIds::compute(source))?;
+            let verdict = fast.agrees_with(&expected);
             cache.write(
                 VERDICT,
                 &match &verdict {
@@ -100,6 +98,21 @@ fn checked(fast: engine::Fast, source: &str, cache: &cache::Entry) -> FastResult
             verdict.map(|()| fast)
         }
     }
+}
+
+type ProbeResult = std::result::Result<engine::ProbeIds, String>;
+
+/// What the build thread makes: the 1.0 engine, and the probe ids when no verdict is cached.
+type BuildResult = (
+    std::result::Result<engine::PipelineTokenizer, String>,
+    Option<ProbeResult>,
+);
+
+/// The probes' ids from 0.23, then the 1.0 engine, one after the other on one thread: the 0.23
+/// load is freed before the engine is built, so the two never take memory at once.
+fn build(source: &str, cache: &cache::Entry) -> BuildResult {
+    let probes = (engine::Fast::wanted() && cache.read(VERDICT).is_none()).then(|| engine::ProbeIds::compute(source));
+    (engine::Fast::load_tokenizer(source, cache), probes)
 }
 
 impl Pipeline {
@@ -113,12 +126,12 @@ impl Pipeline {
                 .name("sftpack-tokenizer".into())
                 .spawn(move || {
                     let started = std::time::Instant::now();
-                    let tokenizer = engine::Fast::load_tokenizer(&source, &cache);
+                    let made = build(&source, &cache);
                     built
                         .nanos
                         .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                     built.done.store(true, Ordering::Release);
-                    tokenizer
+                    made
                 })
         };
         PipelineStart {
@@ -184,8 +197,7 @@ impl Pipeline {
 /// tokenizer.json gives.
 pub(super) struct PipelineStart {
     pub(super) source: Arc<str>,
-    pub(super) building:
-        std::io::Result<std::thread::JoinHandle<std::result::Result<engine::PipelineTokenizer, String>>>,
+    pub(super) building: std::io::Result<std::thread::JoinHandle<BuildResult>>,
     pub(super) built: Arc<Built>,
 }
 
@@ -201,15 +213,15 @@ impl PipelineStart {
         } = self;
         let checked_source = Arc::clone(&source);
         let finish = move || {
-            let tokenizer = match building {
+            let (tokenizer, probes) = match building {
                 Ok(thread) => thread
                     .join()
-                    .unwrap_or_else(|_| Err(format!("{} panicked while loading", engine::FAST_ENGINE))),
+                    .unwrap_or_else(|_| (Err(format!("{} panicked while loading", engine::FAST_ENGINE)), None)),
                 // No thread to spare: build it here, when first needed.
-                Err(_) => engine::Fast::load_tokenizer(&checked_source, &cache),
+                Err(_) => build(&checked_source, &cache),
             };
             let fast = engine::Fast::new(tokenizer?, spellings);
-            checked(fast, &checked_source, &cache)
+            checked(fast, probes, &checked_source, &cache)
         };
         Pipeline {
             source,
