@@ -134,7 +134,7 @@ fn note(map: &mut BTreeMap<String, KindReport>, keep: usize, file: &str, raw: &R
 
 /// Checks every record of the job's inputs (through `mapper` first, when the job has one).
 pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<CheckReport> {
-    let files = read::expand_inputs(&config.inputs)?;
+    let files = read::expand_inputs(&config.inputs, crate::pipeline::reads_raw_text(config))?;
     let encoder = open_encoder(config)?;
     let forced = forced_format(config)?;
     let mut report = CheckReport {
@@ -253,7 +253,7 @@ fn role_counts(
 
 /// The first `n` records of the inputs, encoded (or with their problems).
 pub fn samples(config: &JobConfig, n: usize, mapper: Option<&dyn RecordMapper>) -> Result<Vec<Sample>> {
-    let files = read::expand_inputs(&config.inputs)?;
+    let files = read::expand_inputs(&config.inputs, crate::pipeline::reads_raw_text(config))?;
     let encoder = build_encoder(config)?;
     let forced = forced_format(config)?;
     let mut out = Vec::new();

@@ -73,6 +73,9 @@ pub struct Encoded {
     /// 1 where the token is trained.
     pub mask: Vec<u8>,
     pub truncated: bool,
+    /// A raw-text document longer than this is packed as consecutive chunks of this many
+    /// tokens (the last shorter); the mask leaves each chunk's first token untrained.
+    pub chunk_length: Option<usize>,
 }
 
 impl Encoded {
@@ -102,6 +105,8 @@ pub enum Prepared {
     Rendered(Rendered),
     /// For an XTuner template, which tokenizes segment by segment.
     Conversation(Conversation),
+    /// A raw-text document.
+    Text(String),
 }
 
 #[derive(Debug)]
@@ -127,7 +132,7 @@ impl Encoder {
     pub fn new(tokenizer: TokenizerBundle, template: ChatTemplate, options: EncodeOptions) -> Result<Self> {
         let traits = match &template {
             ChatTemplate::Jinja { template, .. } => Some(TemplateTraits::detect(template, &tokenizer)),
-            ChatTemplate::Builtin(_) => None,
+            ChatTemplate::Builtin(_) | ChatTemplate::RawText => None,
         };
         let (bos, eos) = xtuner_bos_eos(&tokenizer);
         Ok(Encoder {
@@ -147,6 +152,7 @@ impl Encoder {
             ChatTemplate::Builtin(t) => {
                 profile::time(Stage::Tokenize, || self.encode_xtuner(t, conversation)).map_err(|p| vec![p])
             }
+            ChatTemplate::RawText => Err(vec![no_chat_template()]),
         }
     }
 
@@ -161,6 +167,7 @@ impl Encoder {
         match &self.template {
             ChatTemplate::Jinja { .. } => Ok(Prepared::Rendered(self.render(&conversation)?)),
             ChatTemplate::Builtin(_) => Ok(Prepared::Conversation(conversation)),
+            ChatTemplate::RawText => Err(vec![no_chat_template()]),
         }
     }
 
@@ -169,6 +176,38 @@ impl Encoder {
         self.apply_policy(match prepared {
             Prepared::Rendered(rendered) => self.tokenize_rendered(&rendered),
             Prepared::Conversation(conversation) => self.encode_full(&conversation),
+            Prepared::Text(text) => self.encode_text(&text),
+        })
+    }
+
+    /// A raw document as transformers' `tokenizer(text)` gives it (special tokens its
+    /// post-processor adds around a text, BOS where there is one), then the end-of-text token
+    /// (the tokenizer's EOS) unless it ends so already; every token trained. Longer than
+    /// `max_length`, it is cut into chunks when packed, never dropped or truncated.
+    pub fn encode_text(&self, text: &str) -> std::result::Result<Encoded, Vec<Problem>> {
+        let body = profile::time(Stage::Tokenize, || {
+            self.tokenizer.encode(Flavor::Transformers, text, &[], false)
+        })
+        .map_err(|p| vec![p])?;
+        let (before, after) = &self.tokenizer.added_around_text;
+        let mut ids = Vec::with_capacity(before.len() + body.ids.len() + after.len() + 1);
+        ids.extend_from_slice(before);
+        ids.extend(body.ids);
+        ids.extend_from_slice(after);
+        if let Some(&eos) = self.eos.first() {
+            if ids.last() != Some(&eos) {
+                ids.push(eos);
+            }
+        }
+        let chunk = self.options.max_length.filter(|&m| m > 0);
+        let mask = (0..ids.len())
+            .map(|i| u8::from(chunk.map_or(i, |m| i % m) != 0))
+            .collect();
+        Ok(Encoded {
+            ids,
+            mask,
+            truncated: false,
+            chunk_length: chunk,
         })
     }
 
@@ -199,6 +238,7 @@ impl Encoder {
             ids: tokens.ids,
             mask,
             truncated: false,
+            chunk_length: None,
         })
     }
 
@@ -207,7 +247,8 @@ impl Encoder {
             Ok(e) => e,
             Err(problems) => return Outcome::Rejected(problems),
         };
-        if let Some(max) = self.options.max_length.filter(|&m| encoded.ids.len() > m) {
+        let chunked = encoded.chunk_length.is_some();
+        if let Some(max) = self.options.max_length.filter(|&m| encoded.ids.len() > m && !chunked) {
             let len = encoded.ids.len();
             match self.options.overlong {
                 Overlong::Truncate => {
@@ -283,6 +324,7 @@ impl Encoder {
                 }
                 Ok(roles)
             }
+            ChatTemplate::RawText => Err(no_chat_template()),
         }
     }
 
@@ -338,6 +380,15 @@ impl Encoder {
 
 /// XTuner's get_bos_eos_token_ids: Qwen tokenizers get no BOS, ChatGLM a fixed pair, others
 /// their configured bos/eos tokens.
+pub(crate) fn no_chat_template() -> Problem {
+    Problem::new(
+        "not_a_conversation",
+        "",
+        "a raw-text job has no chat template: its records are documents, not conversations",
+    )
+    .hint("leave `format: text` out for chat data")
+}
+
 fn xtuner_bos_eos(tokenizer: &TokenizerBundle) -> (Vec<u32>, Vec<u32>) {
     let id_of = |token: &Option<String>| {
         token

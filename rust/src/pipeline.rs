@@ -62,9 +62,28 @@ pub fn open_encoder(config: &JobConfig) -> Result<Encoder> {
         Some(source) => {
             ChatTemplate::from_record(config.template.as_deref().unwrap_or("recorded"), source, &tokenizer)?
         }
+        None if forced_format(config)? == Some(Format::Text) => raw_text_template(config)?,
         None => ChatTemplate::resolve(config.template.as_deref(), &tokenizer)?,
     };
     Encoder::new(tokenizer, template, config.encode.clone())
+}
+
+/// Whether a job reads raw text (`format: text`), whose folders hold .txt documents too.
+pub fn reads_raw_text(config: &JobConfig) -> bool {
+    config.format.as_deref() == Some(Format::Text.name())
+}
+
+/// A raw-text job takes no chat template: naming one is a mistake worth saying.
+fn raw_text_template(config: &JobConfig) -> Result<ChatTemplate> {
+    match config.template.as_deref() {
+        None | Some(crate::template::TOKENIZER_TEMPLATE | crate::template::RAW_TEXT_TEMPLATE) => {
+            Ok(ChatTemplate::RawText)
+        }
+        Some(other) => Err(Error::config(format!(
+            "`format: text` trains raw documents without a chat template, but `template` is {other:?}"
+        ))
+        .hint("leave `template` out for raw text, or use a chat format")),
+    }
 }
 
 pub fn forced_format(config: &JobConfig) -> Result<Option<Format>> {
@@ -122,6 +141,12 @@ fn stage_object(
     encoder: &Encoder,
 ) -> Staged {
     let rejected = |problems| Staged::Decided(Outcome::Rejected(problems));
+    if format == Some(Format::Text) {
+        return match schema::raw_text(record) {
+            Ok(text) => Staged::Ready(Prepared::Text(text.to_string())),
+            Err(problems) => rejected(problems),
+        };
+    }
     match profile::time(Stage::Parse, || schema::record_conversation(record, format)) {
         Ok(conversation) => match encoder.prepare(conversation) {
             Ok(prepared) => Staged::Ready(prepared),
@@ -332,6 +357,13 @@ pub fn stream(
     };
     for (place, (id, unit)) in source.units.iter().enumerate() {
         let mut format = source.forced;
+        if read::layout_of(&unit.path) == read::Layout::PlainText && format != Some(Format::Text) {
+            return Err(Error::config(format!(
+                "{} is a plain text file: raw documents train with `format: text`",
+                unit.path.display()
+            ))
+            .hint("pass --format text (continued pretraining), or convert the file to chat records"));
+        }
         let (mut records, report) = read::units::open(unit, *id)?;
         loop {
             let batch: Vec<RawRecord> =

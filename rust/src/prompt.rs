@@ -71,6 +71,7 @@ impl Encoder {
                 out.ids.extend(input.ids);
                 Ok(out.ids)
             }
+            ChatTemplate::RawText => Err(crate::encode::no_chat_template()),
         }
     }
 
@@ -102,6 +103,7 @@ impl Encoder {
     fn trained_turn_end(&self) -> String {
         match &self.template {
             ChatTemplate::Builtin(t) => t.suffix.clone(),
+            ChatTemplate::RawText => String::new(),
             ChatTemplate::Jinja { template, .. } => {
                 let Some(traits) = self.traits.as_ref() else {
                     return String::new();

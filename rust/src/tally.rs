@@ -83,6 +83,7 @@ mod tests {
             ids: vec![1, 2, 3],
             mask: vec![0, 1, 1],
             truncated: true,
+            chunk_length: None,
         };
         tally.count(&Outcome::Encoded(encoded));
         tally.count(&Outcome::Rejected(vec![

@@ -262,3 +262,35 @@ fn every_source_encodes_a_record_the_same_way() {
     assert_eq!(problems[0].kind, "unknown_format");
     assert!(problems[0].message.contains("[\"q\"]"), "names the keys it found");
 }
+
+#[test]
+fn raw_text_documents_end_with_eos_and_long_ones_pack_as_max_length_chunks() {
+    let dir = scratch("raw-text");
+    let long = "one two three four five six seven eight nine ten ".repeat(40);
+    let data = dir.join("docs.jsonl");
+    let lines = [json!({"text": "a short document"}), json!({"text": long})];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&data, text).expect("data");
+    let mut config = preprocess_config(vec![data], &dir.join("pack"));
+    config.job.format = Some("text".into());
+    config.job.encode.max_length = Some(64);
+    let report = preprocess(&config, None, &mut |_| true).expect("preprocess");
+    assert_eq!(report.manifest.template.name, "raw_text");
+    let counts = &report.manifest.counts.tally;
+    assert_eq!((counts.records_read, counts.packed), (2, 2));
+    let encoder = build_encoder(&config.job).expect("encoder");
+    let eos = encoder.tokenizer.token_to_id("<|im_end|>").expect("the demo's eos");
+    let whole = encoder.encode_text(&long).expect("encodes");
+    assert_eq!(whole.ids.last(), Some(&eos));
+    assert!(whole.ids.len() > 128, "long enough to make several chunks");
+    let chunks: Vec<Vec<i64>> = whole
+        .ids
+        .chunks(64)
+        .map(|c| c.iter().map(|&i| i64::from(i)).collect())
+        .collect();
+    let packed: Vec<Vec<i64>> = documents(&dir.join("pack")).into_iter().map(|(ids, _)| ids).collect();
+    for chunk in &chunks {
+        assert!(packed.contains(chunk), "every chunk packed as a document");
+    }
+    assert_eq!(packed.len(), chunks.len() + 1);
+}

@@ -12,7 +12,8 @@ from (seed, epoch, pack, pass) — so which rows an epoch holds depends on the s
 only, and resuming needs only the epoch and the position (O(1)). Each row carries ``pack``: the
 index of the pack it came from (``collate`` turns it into per-token ``pack_ids``).
 
-All packs must share the tokenizer and the template: rows of different vocabularies or chat
+All packs must share the tokenizer, and chat packs the template (raw-text packs, `format:
+text`, have none and mix with any): rows of different vocabularies or chat
 formats cannot train one model.
 """
 
@@ -27,6 +28,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from .pack import PackDataset
+
+RAW_TEXT_TEMPLATE = "raw_text"  # the engine's name for a raw-text pack's (absent) template
 
 PackSpec = Union[str, "os.PathLike[str]", PackDataset, dict[str, Any]]
 
@@ -50,6 +53,11 @@ def _open(spec: PackSpec) -> tuple[PackDataset, float, str | None]:
         return PackDataset(spec["path"]), float(weight), spec.get("name")
     dataset = spec if isinstance(spec, PackDataset) else PackDataset(spec)
     return dataset, 1.0, None
+
+
+def is_raw_text(dataset: PackDataset) -> bool:
+    """Whether a pack holds raw text (`format: text`), which has no chat template."""
+    return bool(dataset.manifest["template"]["name"] == RAW_TEXT_TEMPLATE)
 
 
 def _tokens(dataset: PackDataset) -> int:
@@ -99,15 +107,22 @@ class PackMixture:
     def _check_compatible(datasets: Sequence[PackDataset]) -> None:
         first = datasets[0]
         for other in datasets[1:]:
-            for part in ("tokenizer", "template"):
-                if other.manifest[part]["sha256"] != first.manifest[part]["sha256"]:
-                    raise ConfigError(f"pack {other.path} was made with another {part} than {first.path}\n"
-                                      "hint: preprocess every mixed pack with the same --tokenizer and --template")
+            if other.manifest["tokenizer"]["sha256"] != first.manifest["tokenizer"]["sha256"]:
+                raise ConfigError(f"pack {other.path} was made with another tokenizer than {first.path}\n"
+                                  "hint: preprocess every mixed pack with the same --tokenizer")
+        chat = [d for d in datasets if not is_raw_text(d)]
+        for other in chat[1:]:
+            if other.manifest["template"]["sha256"] != chat[0].manifest["template"]["sha256"]:
+                raise ConfigError(f"pack {other.path} was made with another template than {chat[0].path}\n"
+                                  "hint: preprocess every mixed chat pack with the same --template "
+                                  "(raw-text packs mix with any)")
 
     @property
     def manifest(self) -> dict[str, Any]:
-        """The first pack's manifest: the tokenizer and template every pack shares."""
-        return self.packs[0].dataset.manifest
+        """The manifest of the first chat pack (else the first pack): the tokenizer every pack
+        shares and the chat template of every chat pack."""
+        chat = [m.dataset for m in self.packs if not is_raw_text(m.dataset)]
+        return (chat or [self.packs[0].dataset])[0].manifest
 
     @property
     def names(self) -> list[str]:

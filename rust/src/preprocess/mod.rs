@@ -33,7 +33,7 @@ use crate::encode::{overlong_stop, Outcome};
 use crate::error::{Error, Result};
 use crate::map::RecordMapper;
 use crate::pipeline::StreamProgress;
-use crate::pipeline::{forced_format, open_encoder, stream, JobConfig, Partition, Positioned, Source};
+use crate::pipeline::{forced_format, open_encoder, reads_raw_text, stream, JobConfig, Partition, Positioned, Source};
 use crate::profile::{self, Profile, Stage};
 use crate::read::units::{self, UnitInfo};
 use crate::read::{self, RawRecord, UnitReport, WorkUnit};
@@ -254,7 +254,7 @@ pub fn preprocess(
     profile::reset();
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let files = read::expand_inputs(&config.job.inputs)?;
+    let files = read::expand_inputs(&config.job.inputs, reads_raw_text(&config.job))?;
     // Hashing the inputs (for the pack key) overlaps opening the tokenizer; its 1.0 engine
     // builds on while the stream renders the first batches.
     let (encoder, inputs) = rayon::join(

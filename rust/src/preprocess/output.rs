@@ -52,6 +52,25 @@ struct Document {
     line: u64,
 }
 
+/// A raw-text document cut into its chunks (each packed as a document, its first token
+/// untrained already); any other document as it is.
+fn chunks(encoded: Encoded) -> Vec<Encoded> {
+    match encoded.chunk_length {
+        Some(length) if encoded.ids.len() > length => encoded
+            .ids
+            .chunks(length)
+            .zip(encoded.mask.chunks(length))
+            .map(|(ids, mask)| Encoded {
+                ids: ids.to_vec(),
+                mask: mask.to_vec(),
+                truncated: false,
+                chunk_length: None,
+            })
+            .collect(),
+        _ => vec![encoded],
+    }
+}
+
 pub(super) struct Sink {
     writer: ShardWriter,
     rejects: File,
@@ -99,11 +118,10 @@ impl Sink {
         self.counts.tally.count(&outcome);
         match outcome {
             Outcome::Encoded(encoded) => {
-                self.window.push(Document {
-                    encoded,
-                    source: raw.unit.unwrap_or(raw.file),
-                    line: raw.index.unwrap_or(raw.line),
-                });
+                let (source, line) = (raw.unit.unwrap_or(raw.file), raw.index.unwrap_or(raw.line));
+                for encoded in chunks(encoded) {
+                    self.window.push(Document { encoded, source, line });
+                }
                 Ok(())
             }
             Outcome::Rejected(problems) => self.reject(raw, file_name, "rejected", &problems),

@@ -4,6 +4,7 @@
 //! - JSON Lines (`.jsonl`): one record per non-blank line;
 //! - a top-level JSON array (`.json`, the XTuner docs' layout): one record per element;
 //! - one or more top-level JSON objects one after another (`.json`, e.g. one conversation per file);
+//! - plain text (`.txt`, in a raw-text job): the whole file one document;
 //!
 //! each optionally compressed as `.gz` or `.zst`; and columnar files, a row per record
 //! (`.parquet`, Arrow IPC `.arrow`/`.feather`: see `columnar.rs`). A UTF-8 BOM and CRLF line ends
@@ -85,9 +86,12 @@ impl RawRecord {
 pub enum Layout {
     JsonLines,
     JsonValues,
+    /// A plain text file: one raw-text document, `{"text": <the whole file>}`.
+    PlainText,
 }
 
 const DATA_EXTENSIONS: [&str; 2] = ["json", "jsonl"];
+const TEXT_EXTENSION: &str = "txt";
 const COMPRESSED_EXTENSIONS: [&str; 2] = ["gz", "zst"];
 
 /// Files that mark a folder as something other than data, and what it then is: sftpack's own
@@ -114,12 +118,14 @@ pub fn not_data(dir: &Path) -> Option<&'static str> {
 
 /// Expands directories into the data files they contain (sorted, recursive) and checks that
 /// every named file exists. Inside a directory, hidden entries and folders that are not data
-/// ([`not_data`]) are left out; a directory named as an input that is not data is an error.
-pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// ([`not_data`]) are left out, and so are .txt files unless the job reads raw text
+/// (`raw_text`); a directory named as an input that is not data is an error.
+pub fn expand_inputs(paths: &[PathBuf], raw_text: bool) -> Result<Vec<PathBuf>> {
+    let is_input = |path: &Path| is_data_file(path) || (raw_text && layout_of(path) == Layout::PlainText);
     let mut files = Vec::new();
     for path in paths {
         if is_remote(path) {
-            files.extend(remote::expand(&path.display().to_string(), is_data_file)?);
+            files.extend(remote::expand(&path.display().to_string(), is_input)?);
             continue;
         }
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -140,7 +146,7 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 )));
             }
             let before = files.len();
-            collect_dir(path, &mut files)?;
+            collect_dir(path, &mut files, &is_input)?;
             if files.len() == before {
                 return Err(Error::input(format!(
                     "directory {} holds no .json or .jsonl files (optionally .gz or .zst), nor .parquet or \
@@ -155,7 +161,7 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>, is_input: &dyn Fn(&Path) -> bool) -> Result<()> {
     if let Some(arrow_files) = saved_dataset_files(dir)? {
         files.extend(arrow_files);
         return Ok(());
@@ -172,9 +178,9 @@ fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
         }
         if path.is_dir() {
             if not_data(&path).is_none() {
-                collect_dir(&path, files)?;
+                collect_dir(&path, files, is_input)?;
             }
-        } else if is_data_file(&path) {
+        } else if is_input(&path) {
             files.push(path);
         }
     }
@@ -315,15 +321,43 @@ fn decompressed(path: &Path, raw: Box<dyn BufRead + Send>) -> Result<Box<dyn Buf
     Ok(reader)
 }
 
-/// Chooses the layout: `.jsonl` files are line-based; other files hold JSON values (an array's
-/// elements, or objects one after another).
+/// Chooses the layout: `.jsonl` files are line-based, `.txt` files one raw document; other
+/// files hold JSON values (an array's elements, or objects one after another).
 pub fn layout_of(path: &Path) -> Layout {
     let (stem, _) = split_compression(path);
-    if stem.to_ascii_lowercase().ends_with(".jsonl") {
+    let stem = stem.to_ascii_lowercase();
+    if stem.ends_with(".jsonl") {
         Layout::JsonLines
+    } else if stem.ends_with(&format!(".{TEXT_EXTENSION}")) {
+        Layout::PlainText
     } else {
         Layout::JsonValues
     }
+}
+
+/// A plain text file as one raw-text record: `{"text": <the whole file>}`, at line 1.
+fn plain_text_record(file: u32, path: &Path, mut reader: Box<dyn BufRead + Send>) -> Result<RawRecord> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let (text, row) = match decode_utf8(bytes) {
+        Ok(text) => {
+            let mut row = serde_json::Map::new();
+            row.insert("text".into(), serde_json::Value::String(text.to_string()));
+            (Ok(String::new()), Some(Box::new(row)))
+        }
+        Err(problem) => (Err(problem), None),
+    };
+    Ok(RawRecord {
+        file,
+        line: 1,
+        index: None,
+        offset: 0,
+        unit: None,
+        text,
+        row,
+        mapped_from: None,
+    })
 }
 
 /// A Parquet file's rows, from its footer (nothing else is read); None for other files.

@@ -221,6 +221,7 @@ pub fn open(unit: &WorkUnit, id: Option<u32>) -> Result<(Records, UnitReport)> {
                     buf: Vec::new(),
                 }),
                 Layout::JsonValues => Box::new(ValueScanner::new(unit.file, path.to_path_buf(), reader)),
+                Layout::PlainText => Box::new(std::iter::once(super::plain_text_record(unit.file, path, reader))),
             }
         }
         Span::Bytes { start, end } => {

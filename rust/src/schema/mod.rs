@@ -7,6 +7,8 @@
 //! - `alpaca`: `{"instruction", "input"?, "output", "system"?, "history"?}`
 //! - `sharegpt`: `{"conversations": [{"from", "value"}], "system"?, "tools"?}`
 //! - `oasst`: `{"text": "### Human: ... ### Assistant: ..."}` (openassistant-guanaco)
+//! - `text`: `{"text": "..."}`, a raw document for continued pretraining (never detected: it
+//!   shares its key with `oasst`, so a job names it; plain .txt files are read as such records)
 
 mod formats;
 mod oasst_tree;
@@ -132,17 +134,21 @@ pub enum Format {
     OasstTree,
     /// openassistant-guanaco's "### Human: ... ### Assistant: ..." text.
     Oasst,
+    /// A raw document, every token trained (continued pretraining); see [`raw_text`].
+    Text,
 }
 
 impl Format {
-    /// In detection order: a message tree has `text` too, so it is told apart first.
-    pub const ALL: [Format; 6] = [
+    /// In detection order: a message tree has `text` too, so it is told apart first; raw text,
+    /// last, is never detected.
+    pub const ALL: [Format; 7] = [
         Format::OpenAi,
         Format::Xtuner,
         Format::Alpaca,
         Format::ShareGpt,
         Format::OasstTree,
         Format::Oasst,
+        Format::Text,
     ];
 
     pub fn name(self) -> &'static str {
@@ -153,6 +159,7 @@ impl Format {
             Format::ShareGpt => "sharegpt",
             Format::OasstTree => "oasst_tree",
             Format::Oasst => "oasst",
+            Format::Text => "text",
         }
     }
 
@@ -168,13 +175,39 @@ impl Format {
             Format::Alpaca => "instruction",
             Format::ShareGpt => "conversations",
             Format::OasstTree => "replies",
-            Format::Oasst => "text",
+            Format::Oasst | Format::Text => "text",
         }
     }
 
-    /// The format a record's keys point to.
+    /// The format a record's keys point to (never raw text, which a job names).
     pub fn detect(record: &Map<String, Value>) -> Option<Format> {
-        Format::ALL.into_iter().find(|f| record.contains_key(f.marker()))
+        Format::ALL
+            .into_iter()
+            .filter(|f| *f != Format::Text)
+            .find(|f| record.contains_key(f.marker()))
+    }
+}
+
+/// A raw-text record's document: its `text` string.
+pub fn raw_text(record: &Map<String, Value>) -> Result<&str, Vec<Problem>> {
+    match record.get("text") {
+        Some(Value::String(text)) => Ok(text),
+        Some(other) => Err(vec![Problem::new(
+            "wrong_type",
+            "text",
+            format!("`text` must be a string, found {}", json_type(other)),
+        )]),
+        None => {
+            let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+            Err(vec![Problem::new(
+                "missing_field",
+                "text",
+                format!("a raw-text record needs a \"text\" field; the record has {keys:?}"),
+            )
+            .hint(
+                "write {\"text\": \"...\"} per document, or map other fields with a map function",
+            )])
+        }
     }
 }
 
@@ -263,6 +296,12 @@ pub fn to_conversation(format: Format, record: &Map<String, Value>) -> Result<Co
         Format::ShareGpt => formats::sharegpt(record),
         Format::OasstTree => oasst_tree::parse(record),
         Format::Oasst => formats::oasst(record),
+        Format::Text => Err(vec![Problem::new(
+            "not_a_conversation",
+            "",
+            "a raw-text record is a document, not a conversation",
+        )
+        .hint("raw text trains as it is; chat commands (samples, prompt) need a chat format")]),
     }
 }
 

@@ -18,9 +18,17 @@ pub use jinja::JinjaTemplate;
 pub const TOKENIZER_TEMPLATE: &str = "tokenizer";
 
 pub enum ChatTemplate {
-    Jinja { name: String, template: JinjaTemplate },
+    Jinja {
+        name: String,
+        template: JinjaTemplate,
+    },
     Builtin(BuiltinTemplate),
+    /// No chat template: a raw-text job's documents are tokenized as they are.
+    RawText,
 }
+
+/// How a raw-text pack's manifest names its (absent) template.
+pub const RAW_TEXT_TEMPLATE: &str = "raw_text";
 
 impl ChatTemplate {
     /// Picks the template from `spec`: None or "tokenizer" = the tokenizer's own, a built-in
@@ -70,6 +78,9 @@ impl ChatTemplate {
     /// as its JSON definition, any other as Jinja text. Chat and samples rebuild the training
     /// template this way, whatever files or built-ins exist where they run.
     pub fn from_record(name: &str, source: &str, tokenizer: &TokenizerBundle) -> Result<Self> {
+        if name == RAW_TEXT_TEMPLATE && source.is_empty() {
+            return Ok(ChatTemplate::RawText);
+        }
         if let Ok(mut builtin) = serde_json::from_str::<BuiltinTemplate>(source) {
             builtin.name = name.to_string();
             return Ok(ChatTemplate::Builtin(builtin));
@@ -84,6 +95,7 @@ impl ChatTemplate {
         match self {
             ChatTemplate::Jinja { name, .. } => name,
             ChatTemplate::Builtin(t) => &t.name,
+            ChatTemplate::RawText => RAW_TEXT_TEMPLATE,
         }
     }
 
@@ -92,6 +104,7 @@ impl ChatTemplate {
         match self {
             ChatTemplate::Jinja { template, .. } => template.source.clone(),
             ChatTemplate::Builtin(t) => serde_json::to_string(t).unwrap_or_default(),
+            ChatTemplate::RawText => String::new(),
         }
     }
 

@@ -128,3 +128,55 @@ pub(super) fn load_chat_template(dir: &Path, config: &serde_json::Map<String, Va
     }
     Ok(template_from_config(config.get("chat_template")))
 }
+
+/// The special tokens a tokenizer's post-processor puts around a single text (what
+/// transformers' `tokenizer(text)` adds: Llama's BOS, BERT's CLS/SEP), before and after it.
+pub(super) fn added_around_text(json: &Value) -> (Vec<u32>, Vec<u32>) {
+    let processor = &json["post_processor"];
+    let processors: Vec<&Value> = match processor["type"].as_str() {
+        Some("Sequence") => processor["processors"]
+            .as_array()
+            .map(|p| p.iter().collect())
+            .unwrap_or_default(),
+        _ => vec![processor],
+    };
+    let id_of = |pair: &Value| pair.get(1).and_then(Value::as_u64).map(|id| id as u32);
+    for processor in processors {
+        match processor["type"].as_str() {
+            Some("TemplateProcessing") => return template_specials(processor),
+            Some("BertProcessing" | "RobertaProcessing") => {
+                let cls = id_of(&processor["cls"]).into_iter().collect();
+                let sep = id_of(&processor["sep"]).into_iter().collect();
+                return (cls, sep);
+            }
+            _ => {}
+        }
+    }
+    (Vec::new(), Vec::new())
+}
+
+/// The ids of a TemplateProcessing's `single` template before and after the sequence.
+fn template_specials(processor: &Value) -> (Vec<u32>, Vec<u32>) {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut seen_sequence = false;
+    for piece in processor["single"].as_array().into_iter().flatten() {
+        if piece.get("Sequence").is_some() {
+            seen_sequence = true;
+            continue;
+        }
+        let Some(name) = piece["SpecialToken"]["id"].as_str() else {
+            continue;
+        };
+        let ids = processor["special_tokens"][name]["ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_u64().map(|id| id as u32));
+        if seen_sequence {
+            after.extend(ids);
+        } else {
+            before.extend(ids);
+        }
+    }
+    (before, after)
+}

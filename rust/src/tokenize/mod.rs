@@ -31,8 +31,8 @@ mod pipeline;
 mod spelling;
 
 use folder::{
-    load_chat_template, locate_tokenizer_json, missing_tokenizer_error, read_json_object, token_string,
-    transformers_llama_rebuild, CONFIG_FILES,
+    added_around_text, load_chat_template, locate_tokenizer_json, missing_tokenizer_error, read_json_object,
+    token_string, transformers_llama_rebuild, CONFIG_FILES,
 };
 use pipeline::Pipeline;
 
@@ -56,6 +56,8 @@ pub struct TokenizerBundle {
     /// The pipeline exactly as tokenizer.json describes it, as transformers 4.x loaded it (and
     /// so XTuner 0.2.0); `None` when it is the same as `current`.
     as_file: Option<Pipeline>,
+    /// The special tokens transformers' `tokenizer(text)` adds before and after a text.
+    pub added_around_text: (Vec<u32>, Vec<u32>),
     vocabulary: Vocabulary,
     special_matcher: Option<AhoCorasick>,
     pub special: SpecialTokens,
@@ -187,7 +189,9 @@ impl TokenizerBundle {
             serde_json::Map::new()
         };
         let as_written = as_written.finish(&json, cache);
-        let rebuilt = transformers_llama_rebuild(&text, &json, &config).map(|rebuilt| {
+        let rebuilt = transformers_llama_rebuild(&text, &json, &config);
+        let around_text = added_around_text(rebuilt.as_ref().unwrap_or(&json));
+        let rebuilt = rebuilt.map(|rebuilt| {
             let text = rebuilt.to_string();
             let cache = cache::Entry::for_tokenizer(&hex_sha256(text.as_bytes()));
             Pipeline::start(Arc::from(text), &cache).finish(&rebuilt, cache)
@@ -211,6 +215,7 @@ impl TokenizerBundle {
         Ok(Self::assemble(
             current,
             as_file,
+            around_text,
             vocabulary,
             config,
             chat_template,
@@ -219,9 +224,11 @@ impl TokenizerBundle {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         current: Pipeline,
         as_file: Option<Pipeline>,
+        added_around_text: (Vec<u32>, Vec<u32>),
         vocabulary: Vocabulary,
         config: serde_json::Map<String, Value>,
         chat_template: Option<String>,
@@ -240,6 +247,7 @@ impl TokenizerBundle {
             engine: engine::Counters::default(),
             current,
             as_file,
+            added_around_text,
             vocabulary,
             special_matcher,
             special,
