@@ -28,7 +28,7 @@ import torch
 from ..errors import ConfigError
 
 VARLEN = "sftpack_varlen"
-PADDING_FREE = {"varlen", "flash_attention_2", "flex_attention"}
+PADDING_FREE = {"varlen", "flash_attention_2", "flex_attention", "ulysses"}
 CHOICES = {"auto", "varlen", "flash_attention_2", "flex_attention", "sdpa", "eager"}
 
 
@@ -69,6 +69,11 @@ def transformers_name(choice: str) -> str:
     if choice == "varlen":
         register_varlen()
         return VARLEN
+    if choice == "ulysses":
+        from .sequence_parallel import ULYSSES, register_ulysses  # noqa: PLC0415
+
+        register_ulysses()
+        return ULYSSES
     return choice
 
 

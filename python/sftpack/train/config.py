@@ -17,7 +17,8 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
               early_stopping_patience: stop after this many evaluations without a better eval loss,
               save_best: keep the checkpoint with the best eval loss as best/,
               report_to: auto | [tensorboard, wandb] | []}
-    distributed: {deepspeed: zero1|zero2|zero2_offload|zero3|zero3_offload|PATH.json}  (default: none)
+    distributed: {deepspeed: zero1|zero2|zero2_offload|zero3|zero3_offload|PATH.json  (default: none),
+                  sequence_parallel: N  (default 1: ranks that split each batch's tokens)}
     seed: 0
 
 Relative paths in a recipe file (model.path, data.pack, data.packs[].path, data.eval_pack,
@@ -102,6 +103,8 @@ class OutputConfig:
 @dataclass
 class DistributedConfig:
     deepspeed: str | None = None
+    # Ranks that split each packed batch along its tokens (Ulysses); see train/sequence_parallel.py.
+    sequence_parallel: int = 1
 
 
 @dataclass
@@ -198,6 +201,12 @@ def _validate(config: TrainConfig, problems: list[str]) -> None:
                         ("sample_every", output.sample_every)):
         if value is not None and value < 0:
             problems.append(f"output.{name}: must be 0 or more, found {value!r}")
+    parallel = config.distributed.sequence_parallel
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        problems.append(f"distributed.sequence_parallel: must be a whole number >= 1, found {parallel!r}")
+    elif parallel > 1 and output.sample_every:
+        problems.append("output.sample_every: generating samples is not supported with "
+                        "distributed.sequence_parallel > 1 (set it to 0; `sftpack chat` the saved model)")
     if (output.early_stopping_patience or output.save_best) and not output.eval_every:
         setting = "early_stopping_patience" if output.early_stopping_patience else "save_best"
         problems.append(f"output.{setting}: needs output.eval_every (steps between evaluations)")

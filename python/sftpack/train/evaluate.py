@@ -35,10 +35,13 @@ class Evaluator:
     passes (ranks out of rows score a row with nothing trained in it)."""
 
     def __init__(self, dataset: PackDataset, collate: Callable[[list[dict[str, np.ndarray]]], Any],
-                 batch_size: int | None, max_tokens: int | None, rank: int, world: int) -> None:
+                 batch_size: int | None, max_tokens: int | None, rank: int, world: int, replicas: int = 1) -> None:
+        """``rank`` and ``world`` over the data-parallel ranks; ``replicas``: ranks that see each
+        batch (a sequence-parallel group, each scoring its share of the tokens)."""
         self.dataset = dataset
         self.collate = collate
-        self.world = world
+        self.world = world * replicas
+        self.replicas = replicas
         self.batches = evaluation_batches(dataset, batch_size, max_tokens, rank, world)
 
     def _batch(self, rows: np.ndarray) -> Any:
@@ -64,6 +67,7 @@ class Evaluator:
         totals = self.local_totals(forward_sum_loss)
         if self.world > 1:
             torch.distributed.all_reduce(totals)
+        totals[1] /= self.replicas  # every rank of a group counted the whole batch's tokens
         loss = float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
         return EvalResult(loss=loss, tokens=int(totals[1]), seconds=time.monotonic() - started)
 

@@ -65,20 +65,31 @@ class TokenLoss(torch.nn.Module):
         # The last forward's (loss sum, trained tokens) per pack, when given pack_ids.
         self.by_pack: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, labels: torch.Tensor, pack_ids: torch.Tensor | None = None, **inputs: Any) -> Any:
-        """``pack_ids`` (a mixture's batches): also keep the loss per pack in ``by_pack``."""
+    def forward(self, labels: torch.Tensor | None = None, pack_ids: torch.Tensor | None = None,
+                shifted_labels: torch.Tensor | None = None, **inputs: Any) -> Any:
+        """``pack_ids`` (a mixture's batches): also keep the loss per pack in ``by_pack``.
+        ``shifted_labels`` instead of ``labels``: each position's target already (a sequence-
+        parallel rank's share of a batch, shifted before it was cut)."""
         by_pack = pack_ids is not None and self.packs > 0
-        targets = labels[..., 1:].reshape(-1)
+        shift = 1 if shifted_labels is None else 0
+        if shifted_labels is None:
+            assert labels is not None
+            targets = labels[..., 1:].reshape(-1)
+        else:
+            targets = shifted_labels.reshape(-1)
         if not self.chunked:
             logits = self.model(**inputs).logits
-            if not by_pack:
+            if not by_pack and labels is not None:
                 return sum_token_loss(logits, labels)
-            token_losses = F.cross_entropy(logits[..., :-1, :].reshape(-1, logits.shape[-1]).float(), targets,
+            end = logits.shape[-2] - shift
+            token_losses = F.cross_entropy(logits[..., :end, :].reshape(-1, logits.shape[-1]).float(), targets,
                                            ignore_index=IGNORE_INDEX, reduction="none")
+            if not by_pack:
+                return token_losses.sum()
         else:
             base = _unwrap(self.model)
             hidden = base.get_decoder()(**inputs).last_hidden_state
-            hidden = hidden[..., :-1, :].reshape(-1, hidden.shape[-1])
+            hidden = hidden[..., :hidden.shape[-2] - shift, :].reshape(-1, hidden.shape[-1])
             head = base.get_output_embeddings()
             softcap = getattr(base.config, "final_logit_softcapping", None)
             reduction = "none" if by_pack else "sum"
@@ -92,5 +103,5 @@ class TokenLoss(torch.nn.Module):
                 return total
             token_losses = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
         assert pack_ids is not None
-        self.by_pack = loss_by_pack(token_losses, targets, pack_ids[..., 1:].reshape(-1), self.packs)
+        self.by_pack = loss_by_pack(token_losses, targets, pack_ids[..., shift:].reshape(-1), self.packs)
         return token_losses.sum()

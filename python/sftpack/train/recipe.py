@@ -30,6 +30,7 @@ from .flops import FlopCounter, document_lengths, peak_flops
 from .loss import TokenLoss
 from .model import DTYPES, check_tokenizer_matches, load_model
 from .reporting import Reporter, resolve_reporters
+from .sequence_parallel import SequenceParallel, activate
 
 STATE_FILE = "trainer_state.pt"
 
@@ -70,6 +71,16 @@ class SFTRecipe:
     def setup(self) -> None:
         config = self.config
         self.rank, self.world = _distributed(bool(config.distributed.deepspeed))
+        parallel = config.distributed.sequence_parallel
+        if parallel > 1 and self.world == 1:
+            raise ConfigError(f"distributed.sequence_parallel={parallel} needs {parallel} or more processes\n"
+                              f"hint: NPROC_PER_NODE={parallel} sftpack train RECIPE")
+        self.sequence_parallel = SequenceParallel(parallel, self.rank, self.world) if parallel > 1 else None
+        activate(self.sequence_parallel)
+        # Ranks that read other batches, and which of them this is; a sequence-parallel group
+        # shares its batches.
+        self.replicas = parallel
+        self.data_rank, self.data_world = self.rank // parallel, self.world // parallel
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(config.seed)
@@ -78,7 +89,7 @@ class SFTRecipe:
         self.dataset: PackDataset | PackMixture = (PackMixture(config.data.packs, seed=config.data.seed)
                                                    if config.data.packs else PackDataset(config.data.pack))
         check_tokenizer_matches(Path(config.model.path), self.dataset.manifest)
-        self.attention = choose_attention(config.model.attention)
+        self.attention = "ulysses" if self.sequence_parallel else choose_attention(config.model.attention)
         # 16-bit compute under autocast; fp16 also needs loss scaling against gradient underflow
         self.compute_dtype = DTYPES[config.model.dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.compute_dtype == torch.float16)
@@ -92,6 +103,8 @@ class SFTRecipe:
         zero3 = bool(self.ds_config and zero.is_zero3(self.ds_config))
         self.model = load_model(config, self.attention, None if zero3 else self.device)
         del keep_alive
+        if self.sequence_parallel:
+            self.sequence_parallel.check_model(self.model.config)
         self.model.train()
         packs = len(self.dataset.names) if isinstance(self.dataset, PackMixture) else 0
         self.token_loss = TokenLoss(self.model, config.model.loss_chunk_tokens, packs)
@@ -100,10 +113,11 @@ class SFTRecipe:
             self.loss_model = torch.nn.parallel.DistributedDataParallel(self.loss_model)
         collate = self._collate()
         self.loader = PackLoader(self.dataset, batch_size=config.data.batch_size, max_tokens=config.data.max_tokens,
-                                 collate=collate, seed=config.data.seed, rank=self.rank, world_size=self.world)
+                                 collate=collate, seed=config.data.seed, rank=self.data_rank,
+                                 world_size=self.data_world)
         eval_set = self._eval_pack()
-        self.evaluator = Evaluator(eval_set, collate, config.data.batch_size, config.data.max_tokens, self.rank,
-                                   self.world) if eval_set else None
+        self.evaluator = Evaluator(eval_set, collate, config.data.batch_size, config.data.max_tokens, self.data_rank,
+                                   self.data_world, self.replicas) if eval_set else None
         self.tracker = EvalTracker(config.output.early_stopping_patience)
         self.reporter: Reporter | None = None
         self.chat: Any = None
@@ -180,11 +194,15 @@ class SFTRecipe:
             self.loader.set_epoch(self.loader.epoch + 1)
 
     def _forward_sum_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items() if k != "labels"}
+        """The summed token loss of a batch (of this rank's share of it, under sequence
+        parallelism)."""
+        if self.sequence_parallel:
+            batch = self.sequence_parallel.shard(batch)
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         if self.engine is not None:  # DeepSpeed casts the model to its 16-bit dtype itself
-            return self.engine(labels=batch["labels"].to(self.device), **inputs)
+            return self.engine(**inputs)
         with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
-            return self.loss_model(labels=batch["labels"].to(self.device), **inputs)
+            return self.loss_model(**inputs)
 
     def train(self) -> None:
         batches = self._micro_batches()
@@ -200,7 +218,7 @@ class SFTRecipe:
         evaluated_at = -1
         while self.step < self.total_steps:
             micro = [next(batches) for _ in range(self.config.optim.grad_accum)]
-            trained = global_trained_tokens(micro)
+            trained = global_trained_tokens(micro) // self.replicas  # a group's ranks share each batch
             loss_sum = 0.0
             by_pack: list[tuple[torch.Tensor, torch.Tensor]] = []
             for batch in micro:
@@ -299,8 +317,8 @@ class SFTRecipe:
             "step": self.step, "loss": round(loss, 6), **(pack_losses or {}),
             "lr": self.scheduler.get_last_lr()[0], "trained_tokens": trained,
             "epoch": self.loader.epoch, "elapsed_s": round(elapsed, 2),
-            "tokens": self.tokens_seen * self.world,
-            "tokens_per_s": round(self.tokens_seen * self.world / max(elapsed, 1e-9), 1)}
+            "tokens": self.tokens_seen * self.data_world,
+            "tokens_per_s": round(self.tokens_seen * self.data_world / max(elapsed, 1e-9), 1)}
         if self.device.type == "cuda":
             record["max_memory_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
         peak = peak_flops(self.device)
