@@ -130,30 +130,45 @@ def losses(metrics: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
 
 
-def test_training_with_two_sequence_parallel_ranks_logs_the_losses_of_one_process(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def quickstart_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quickstart's model, pack and recipe, for a few logged steps."""
     import yaml
 
     from sftpack.quickstart import make_base_model, recipe, write_data
 
-    write_data(tmp_path / "chat.jsonl")
-    make_base_model(tmp_path / "model")
-    preprocess([tmp_path / "chat.jsonl"], tmp_path / "model", tmp_path / "pack", max_length=512)
+    root = tmp_path_factory.mktemp("sp-train")
+    write_data(root / "chat.jsonl")
+    make_base_model(root / "model")
+    preprocess([root / "chat.jsonl"], root / "model", root / "pack", max_length=512)
     settings = recipe(steps=6)
-    settings["model"]["path"] = str(tmp_path / "model")
-    settings["data"]["pack"] = str(tmp_path / "pack")
+    settings["model"]["path"] = str(root / "model")
+    settings["data"]["pack"] = str(root / "pack")
     settings["output"].update(log_every=1, eval_every=0)
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(settings))
-    runs = {}
-    for name, processes, extra in (("one", "1", []), ("sp", "2", ["distributed.sequence_parallel=2"])):
-        env = {**os.environ, "NPROC_PER_NODE": processes, "MASTER_PORT": "29531"}
-        done = subprocess.run([sys.executable, "-m", "sftpack", "train", str(tmp_path / "recipe.yaml"),
-                               f"output.dir={tmp_path / name}", *extra], env=env, capture_output=True, text=True,
-                              timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
-        runs[name] = losses(tmp_path / name / "metrics.jsonl")
-    assert len(runs["sp"]) == len(runs["one"]) == 6
-    for one, parallel in zip(runs["one"], runs["sp"], strict=True):
-        assert abs(one - parallel) <= 1e-4 * max(abs(one), 1e-3), runs
+    (root / "recipe.yaml").write_text(yaml.safe_dump(settings))
+    return root / "recipe.yaml"
+
+
+def train_losses(recipe: Path, out: Path, processes: int, *overrides: str) -> list[float]:
+    env = {**os.environ, "NPROC_PER_NODE": str(processes), "MASTER_PORT": "29531"}
+    done = subprocess.run([sys.executable, "-m", "sftpack", "train", str(recipe), f"output.dir={out}", *overrides],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return losses(out / "metrics.jsonl")
+
+
+@pytest.mark.parametrize(("method", "processes", "data_parallel"), [
+    ("full", 2, 1), ("lora", 2, 1), ("full", 4, 2)], ids=["full", "lora", "beside-data-parallel"])
+def test_training_with_sequence_parallel_ranks_logs_the_losses_without_them(
+        method: str, processes: int, data_parallel: int, quickstart_recipe: Path, tmp_path: Path) -> None:
+    """2 ranks of one group against one process; 2 groups of 2 against 2 data-parallel processes."""
+    options = [f"method.name={method}"]
+    plain = train_losses(quickstart_recipe, tmp_path / "plain", data_parallel, *options)
+    parallel = train_losses(quickstart_recipe, tmp_path / "sp", processes, *options,
+                            "distributed.sequence_parallel=2")
+    assert len(parallel) == len(plain) == 6
+    for one, split in zip(plain, parallel, strict=True):
+        assert abs(one - split) <= 1e-4 * max(abs(one), 1e-3), (plain, parallel)
 
 
 def test_sequence_parallel_needs_as_many_processes(tmp_path: Path) -> None:

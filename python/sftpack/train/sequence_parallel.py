@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 from ..data.pack import IGNORE_INDEX
 from ..errors import ConfigError
@@ -97,11 +96,35 @@ def activate(parallel: SequenceParallel | None) -> None:
     _active = parallel
 
 
+def _all_to_all(pieces: list[torch.Tensor], group: Any) -> list[torch.Tensor]:
+    """Piece j to rank j of ``group``; the pieces received, by sender (all of one shape)."""
+    received = [torch.empty_like(p) for p in pieces]
+    if dist.get_backend(group) == dist.Backend.GLOO:  # gloo has no all-to-all: one scatter per sender
+        me = dist.get_rank(group)
+        for sender in range(len(pieces)):
+            dist.scatter(received[sender], pieces if sender == me else None, group=group, group_src=sender)
+    else:
+        dist.all_to_all(received, pieces, group=group)
+    return received
+
+
+class _AllToAll(torch.autograd.Function):
+    """All-to-all whose backward is the same exchange of the gradients (pieces of one shape)."""
+
+    @staticmethod
+    def forward(ctx: Any, group: Any, *pieces: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.group = group
+        return tuple(_all_to_all([p.contiguous() for p in pieces], group))
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+        return (None, *_all_to_all([g.contiguous() for g in grads], ctx.group))
+
+
 def _exchange(tensor: torch.Tensor, split_dim: int, join_dim: int, group: Any, size: int) -> torch.Tensor:
     """All-to-all: ``tensor`` cut into ``size`` pieces along ``split_dim`` (piece j to rank j), the
-    pieces received joined along ``join_dim``. Differentiable (its backward is the reverse)."""
-    pieces = [p.contiguous() for p in tensor.chunk(size, dim=split_dim)]
-    received = dist_fn.all_to_all([torch.empty_like(p) for p in pieces], pieces, group=group)
+    pieces received joined along ``join_dim``. Differentiable."""
+    received = _AllToAll.apply(group, *tensor.chunk(size, dim=split_dim))
     return torch.cat(received, dim=join_dim)
 
 
