@@ -67,6 +67,30 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(setup: dict[str, Path
     assert losses(split) == pytest.approx(losses(whole), abs=1e-6)
 
 
+def test_resume_refuses_a_recipe_with_another_schedule_or_data_order_unless_allowed(
+        setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sftpack import ConfigError
+
+    out = tmp_path / "run"
+    first = settings(setup, out, optim__max_steps=3, output__save_every=3, optim__scheduler="cosine")
+    train(load_config(raw=first))
+    for change, named in (({"data__batch_size": 1}, "data.batch_size: 2 -> 1"),
+                          ({"optim__max_steps": 6}, "optim.max_steps: 3 -> 6"),
+                          ({"data__seed": 7}, "data.seed: 0 -> 7")):
+        changed = settings(setup, out, optim__max_steps=3, output__save_every=3, optim__scheduler="cosine")
+        for dotted, value in change.items():
+            section, key = dotted.split("__")
+            changed[section][key] = value
+        with pytest.raises(ConfigError, match="was made by another recipe") as refused:
+            train(load_config(raw=changed))
+        assert named in str(refused.value) and "output.allow_resume_changes" in str(refused.value)
+    allowed = settings(setup, out, optim__max_steps=6, output__save_every=3, optim__scheduler="cosine",
+                       output__allow_resume_changes=True)
+    train(load_config(raw=allowed))
+    assert "although the recipe changed (output.allow_resume_changes): optim.max_steps: 3 -> 6" in capsys.readouterr().out
+    assert len(losses(out)) == 6, "resumed at step 3 and went on to 6"
+
+
 def packed_batch(row: dict[str, Any], shape: str) -> dict[str, Any]:
     if shape == "padding_free":
         return collate_padding_free([row], "pt")

@@ -98,6 +98,8 @@ class OutputConfig:
     early_stopping_patience: int | None = None
     save_best: bool = False
     report_to: list[str] | str = "auto"
+    # Resume from output.dir's checkpoint although the recipe changed its schedule or data order.
+    allow_resume_changes: bool = False
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 from ..data import PackDataset, PackLoader, PackMixture, collate_padded, collate_padding_free, global_trained_tokens
 from ..encoding import pack_template_kwargs
 from ..errors import ConfigError
-from . import zero
+from . import resume, zero
 from .attention import PADDING_FREE, choose_attention
 from .config import TrainConfig, load_config
 from .evaluate import EvalTracker, Evaluator
@@ -394,11 +394,29 @@ class SFTRecipe:
         the folder as it was trained (template, template kwargs, recipe, base model)."""
         self._copy_tokenizer(target)
         manifest = self.dataset.manifest
-        meta = {"step": self.step, "pack_key": manifest["key"], "template": manifest["template"],
+        meta = {"step": self.step, "pack_key": manifest["key"], "pack_keys": self._pack_keys(),
+                "data_world": self.data_world, "template": manifest["template"],
                 "template_kwargs": pack_template_kwargs(manifest),
                 "config": self.config.to_dict(), "method": self.config.method.name,
                 "base_model": str(Path(self.config.model.path).resolve()), "format": layout, **extra}
         (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
+
+    def _pack_keys(self) -> list[str]:
+        datasets = ([m.dataset for m in self.dataset.packs] if isinstance(self.dataset, PackMixture)
+                    else [self.dataset])
+        return [str(d.manifest["key"]) for d in datasets]
+
+    def _check_resume(self, checkpoint: Path) -> None:
+        """Refuses a checkpoint made under another schedule or data order (see train/resume.py)."""
+        record = checkpoint / "sftpack_train.json"
+        if not record.is_file():
+            return
+        current = {"config": self.config.to_dict(), "pack_keys": self._pack_keys(), "data_world": self.data_world}
+        allow = self.config.output.allow_resume_changes
+        changed = resume.check(json.loads(record.read_text()), current, str(checkpoint), allow)
+        if changed and self.rank == 0:
+            print(f"note: resuming from {checkpoint} although the recipe changed (output.allow_resume_changes): "
+                  + "; ".join(changed), flush=True)
 
     def _save_deepspeed(self, target: Path, final: bool) -> None:
         if final:
@@ -422,6 +440,7 @@ class SFTRecipe:
         if not checkpoints:
             return
         latest = checkpoints[-1]
+        self._check_resume(latest)
         if self.engine is not None:
             _, state = self.engine.load_checkpoint(str(latest))
         else:
