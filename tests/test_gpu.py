@@ -96,3 +96,29 @@ def test_a_copied_shipped_recipe_samples_and_evaluates_under_varlen(tiny_eval_se
     assert [s["step"] for s in samples] == [2, 4, 6]
     assert [r["step"] for r in read_metrics(run)[1]] == [2, 4, 6]
     assert (run / "model" / "adapter_config.json").is_file()
+
+
+@pytest.mark.skipif(not __import__("sftpack.train.kernels", fromlist=["x"]).liger_available(),
+                    reason="no liger-kernel (pip install 'sftpack[kernels]')")
+def test_liger_kernels_give_the_unfused_loss_and_gradients(setup: dict[str, Path]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from sftpack.train.kernels import apply_kernels
+    from sftpack.train.loss import TokenLoss
+
+    data = PackDataset(setup["pack"])
+    batch = collate_padding_free([data[i] for i in range(min(4, len(data)))], "pt")
+    inputs = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in batch.items()}
+    results = []
+    for kernels in ("none", "liger"):
+        model = AutoModelForCausalLM.from_pretrained(str(setup["base"]), dtype=torch.float32,
+                                                     attn_implementation=transformers_name("varlen")
+                                                     if torch_varlen_available() else "sdpa").cuda()
+        apply_kernels(model, kernels)
+        loss = TokenLoss(model, kernels=kernels)(**inputs)
+        loss.backward()
+        results.append((float(loss), [p.grad.float().clone() for p in model.parameters()]))
+    (plain, plain_grads), (fused, fused_grads) = results
+    assert abs(plain - fused) <= 1e-4 * abs(plain)
+    for a, b in zip(plain_grads, fused_grads, strict=True):
+        assert (a - b).norm() <= 1e-3 * max(float(a.norm()), 1e-6)

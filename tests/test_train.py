@@ -87,7 +87,8 @@ def test_resume_refuses_a_recipe_with_another_schedule_or_data_order_unless_allo
     allowed = settings(setup, out, optim__max_steps=6, output__save_every=3, optim__scheduler="cosine",
                        output__allow_resume_changes=True)
     train(load_config(raw=allowed))
-    assert "although the recipe changed (output.allow_resume_changes): optim.max_steps: 3 -> 6" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "although the recipe changed (output.allow_resume_changes): optim.max_steps: 3 -> 6" in said
     assert len(losses(out)) == 6, "resumed at step 3 and went on to 6"
 
 
@@ -263,3 +264,24 @@ def test_a_missing_recipe_file_says_how_to_get_one(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "error: recipe" in result.stderr and "sftpack configs copy" in result.stderr
     assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
+def test_fused_kernels_are_chosen_where_they_run() -> None:
+    from sftpack import ConfigError
+    from sftpack.train.kernels import choose_kernels, liger_available
+
+    assert choose_kernels("none") == "none"
+    assert choose_kernels("auto") == ("liger" if liger_available() else "none")
+    if not liger_available():
+        with pytest.raises(ConfigError, match=r"liger needs a CUDA GPU.*\n.*sftpack\[kernels\]"):
+            choose_kernels("liger")
+    with pytest.raises(ConfigError, match="model.kernels: 'triton' is not one of"):
+        choose_kernels("triton")
+
+
+def test_an_unknown_kernel_choice_is_reported_with_the_other_recipe_problems(setup: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    from sftpack import ConfigError
+
+    with pytest.raises(ConfigError, match="model.kernels"):
+        load_config(raw=settings(setup, tmp_path, model__kernels="triton"))

@@ -4,7 +4,8 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
 
     model:   {path, dtype: float32|bfloat16|float16, attention: auto|varlen|flash_attention_2|flex_attention|sdpa|eager,
               gradient_checkpointing, loss_chunk_tokens: logits computed this many tokens at a time, 0 = all,
-              trust_remote_code: run the model code shipped with the checkpoint}
+              trust_remote_code: run the model code shipped with the checkpoint,
+              kernels: auto|liger|none  (fused Liger kernels on CUDA where installed)}
     method:  {name: full|lora|qlora, lora_r, lora_alpha, lora_dropout, target_modules,
               quant_type: nf4|fp4, double_quant, compute_dtype}
     data:    {pack | packs: [{path, weight, name}, ...] (several packs mixed by share of each epoch's tokens),
@@ -16,7 +17,8 @@ A recipe has sections (all keys optional except ``model.path``, ``data.pack``, `
               eval_every: steps between evaluations (null: at the end only, 0: never),
               early_stopping_patience: stop after this many evaluations without a better eval loss,
               save_best: keep the checkpoint with the best eval loss as best/,
-              report_to: auto | [tensorboard, wandb] | []}
+              report_to: auto | [tensorboard, wandb] | [],
+              allow_resume_changes: resume although the recipe changed its schedule or data order}
     distributed: {deepspeed: zero1|zero2|zero2_offload|zero3|zero3_offload|PATH.json  (default: none),
                   sequence_parallel: N  (default 1: ranks that split each batch's tokens)}
     seed: 0
@@ -38,6 +40,7 @@ import yaml
 
 from ..errors import ConfigError
 from .attention import CHOICES as ATTENTION_CHOICES
+from .kernels import CHOICES as KERNEL_CHOICES
 from .reporting import REPORTERS
 
 
@@ -49,6 +52,8 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     loss_chunk_tokens: int = 2048
     trust_remote_code: bool = False
+    # Fused kernels: auto (Liger on CUDA where installed), liger, none (see train/kernels.py).
+    kernels: str = "auto"
 
 
 @dataclass
@@ -128,6 +133,7 @@ SECTIONS = ("model", "method", "data", "optim", "output", "distributed", "seed")
 CHOICES = {
     ("model", "dtype"): {"float32", "bfloat16", "float16"},
     ("model", "attention"): ATTENTION_CHOICES,
+    ("model", "kernels"): set(KERNEL_CHOICES),
     ("method", "name"): {"full", "lora", "qlora"},
     ("method", "quant_type"): {"nf4", "fp4"},
     ("method", "compute_dtype"): {"float32", "bfloat16", "float16"},

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..data.loss import sum_token_loss
 from ..data.pack import IGNORE_INDEX
+from .kernels import fused_linear_cross_entropy
 
 
 def _unwrap(model: Any) -> Any:
@@ -56,11 +57,14 @@ class TokenLoss(torch.nn.Module):
     :func:`sftpack.data.sum_token_loss` computes it from full logits. Wrap this module, not the
     model, in DDP so that gradient synchronisation sees the whole computation."""
 
-    def __init__(self, model: Any, chunk_tokens: int = 2048, packs: int = 0) -> None:
+    def __init__(self, model: Any, chunk_tokens: int = 2048, packs: int = 0, kernels: str = "none") -> None:
+        """``kernels="liger"``: the loss by Liger's fused linear cross-entropy (train/kernels.py),
+        except where per-pack losses are kept (they need each token's loss)."""
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
-        self.chunked = chunk_tokens > 0 and supports_chunked_loss(model)
+        self.fused = kernels == "liger" and supports_chunked_loss(model)
+        self.chunked = (chunk_tokens > 0 or self.fused) and supports_chunked_loss(model)
         self.packs = packs
         # The last forward's (loss sum, trained tokens) per pack, when given pack_ids.
         self.by_pack: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -92,6 +96,8 @@ class TokenLoss(torch.nn.Module):
             hidden = hidden[..., :hidden.shape[-2] - shift, :].reshape(-1, hidden.shape[-1])
             head = base.get_output_embeddings()
             softcap = getattr(base.config, "final_logit_softcapping", None)
+            if self.fused and not by_pack:
+                return fused_linear_cross_entropy(head, hidden, targets, softcap)
             reduction = "none" if by_pack else "sum"
             pieces = [checkpoint(_chunk_loss, head, hidden[start:start + self.chunk_tokens],
                                  targets[start:start + self.chunk_tokens], softcap, reduction, use_reentrant=False)

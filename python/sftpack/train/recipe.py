@@ -27,6 +27,7 @@ from .attention import PADDING_FREE, choose_attention
 from .config import TrainConfig, load_config
 from .evaluate import EvalTracker, Evaluator
 from .flops import FlopCounter, document_lengths, peak_flops
+from .kernels import apply_kernels, choose_kernels
 from .loss import TokenLoss
 from .model import DTYPES, check_tokenizer_matches, load_model
 from .reporting import Reporter, resolve_reporters
@@ -105,9 +106,11 @@ class SFTRecipe:
         del keep_alive
         if self.sequence_parallel:
             self.sequence_parallel.check_model(self.model.config)
+        self.kernels = choose_kernels(config.model.kernels)
+        apply_kernels(self.model, self.kernels)
         self.model.train()
         packs = len(self.dataset.names) if isinstance(self.dataset, PackMixture) else 0
-        self.token_loss = TokenLoss(self.model, config.model.loss_chunk_tokens, packs)
+        self.token_loss = TokenLoss(self.model, config.model.loss_chunk_tokens, packs, self.kernels)
         self.loss_model: Any = self.token_loss
         if self.world > 1 and not self.ds_config:
             self.loss_model = torch.nn.parallel.DistributedDataParallel(self.loss_model)
