@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .record import RECORD_FILE, TrainingRecord
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-
-
-def training_record(path: Path) -> dict[str, Any] | None:
-    """What `sftpack train` saved beside a model or adapter (template, pack key, recipe)."""
-    record = path / "sftpack_train.json"
-    return json.loads(record.read_text()) if record.is_file() else None
 
 
 def remote_code(*folders: Path | None) -> bool:
     """Whether the recipe that trained these folders ran the model's own code
     (model.trust_remote_code): loading them again needs the same."""
     for folder in folders:
-        record = training_record(folder) if folder else None
+        record = TrainingRecord.read(folder) if folder else None
         if record:
-            return bool(record.get("config", {}).get("model", {}).get("trust_remote_code", False))
+            return record.trust_remote_code
     return False
 
 
@@ -40,8 +35,8 @@ def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB") -> 
         for name in TOKENIZER_FILES:
             if (source / name).is_file() and not (out / name).exists():
                 shutil.copy(source / name, out / name)
-    if (adapter / "sftpack_train.json").is_file():
-        shutil.copy(adapter / "sftpack_train.json", out / "sftpack_train.json")
+    if (adapter / RECORD_FILE).is_file():
+        shutil.copy(adapter / RECORD_FILE, out / RECORD_FILE)
     return out
 
 

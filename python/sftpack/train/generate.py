@@ -95,13 +95,13 @@ class ChatFormat:
         """The format of a model or adapter folder: the template its training record names
         (``sftpack_train.json``), else the tokenizer's own chat template; ``template`` overrides
         it ("tokenizer", a built-in name or a .jinja file), with a warning if it differs."""
-        from ..lifecycle import training_record  # noqa: PLC0415
+        from ..record import TrainingRecord  # noqa: PLC0415
 
-        record = training_record(folder)
+        record = TrainingRecord.read(folder)
         trained = None
-        if record:
-            trained = Encoder(tokenizer_dir, record["template"]["name"], template_source=record["template"]["source"],
-                              template_kwargs=record.get("template_kwargs"))
+        if record and record.template:
+            trained = Encoder(tokenizer_dir, record.template["name"], template_source=record.template["source"],
+                              template_kwargs=record.template_kwargs)
         if template is None:
             encoder = trained or Encoder(tokenizer_dir)
         else:

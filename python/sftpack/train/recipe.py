@@ -7,7 +7,6 @@ global count, so the loss does not depend on how rows were packed or split acros
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -22,8 +21,10 @@ import torch
 from ..data import PackDataset, PackLoader, PackMixture, collate_padded, collate_padding_free, global_trained_tokens
 from ..encoding import pack_template_kwargs
 from ..errors import ConfigError
+from ..record import TrainingRecord
 from . import resume, zero
 from .attention import PADDING_FREE, choose_attention
+from .backends import make_backend
 from .config import TrainConfig, load_config
 from .evaluate import EvalTracker, Evaluator
 from .flops import FlopCounter, document_lengths, peak_flops
@@ -32,9 +33,6 @@ from .loss import TokenLoss
 from .model import DTYPES, check_tokenizer_matches, load_model
 from .reporting import Reporter, resolve_reporters
 from .sequence_parallel import SequenceParallel, activate
-
-STATE_FILE = "trainer_state.pt"
-
 
 # Token counts are all-reduced as CPU tensors, so GPU runs need gloo beside NCCL.
 BACKEND = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
@@ -91,15 +89,13 @@ class SFTRecipe:
                                                    if config.data.packs else PackDataset(config.data.pack))
         check_tokenizer_matches(Path(config.model.path), self.dataset.manifest)
         self.attention = "ulysses" if self.sequence_parallel else choose_attention(config.model.attention)
-        # 16-bit compute under autocast; fp16 also needs loss scaling against gradient underflow
+        # 16-bit compute under autocast (the plain backend) or DeepSpeed's own casting
         self.compute_dtype = DTYPES[config.model.dtype]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.compute_dtype == torch.float16)
         self.ds_config = zero.load_ds_config(config, self.world) if config.distributed.deepspeed else None
         if config.method.name == "full" and self.compute_dtype != torch.float32 and not self.ds_config \
                 and self.rank == 0:
             print(f"note: full fine-tuning in {config.model.dtype} without DeepSpeed keeps weights and AdamW state in "
                   f"{config.model.dtype} (no fp32 master copy); distributed.deepspeed=zero1 keeps one", flush=True)
-        self.engine: Any = None
         keep_alive = zero.partition_while_loading(self.ds_config) if self.ds_config else None
         zero3 = bool(self.ds_config and zero.is_zero3(self.ds_config))
         self.model = load_model(config, self.attention, None if zero3 else self.device)
@@ -111,9 +107,6 @@ class SFTRecipe:
         self.model.train()
         packs = len(self.dataset.names) if isinstance(self.dataset, PackMixture) else 0
         self.token_loss = TokenLoss(self.model, config.model.loss_chunk_tokens, packs, self.kernels)
-        self.loss_model: Any = self.token_loss
-        if self.world > 1 and not self.ds_config:
-            self.loss_model = torch.nn.parallel.DistributedDataParallel(self.loss_model)
         collate = self._collate()
         self.loader = PackLoader(self.dataset, batch_size=config.data.batch_size, max_tokens=config.data.max_tokens,
                                  collate=collate, seed=config.data.seed, rank=self.data_rank,
@@ -130,14 +123,10 @@ class SFTRecipe:
                               f"{config.optim.grad_accum}\nhint: lower data.batch_size or optim.grad_accum")
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = config.optim.max_steps or steps_per_epoch * config.optim.epochs
-        if self.ds_config:
-            self.engine, self.optimizer, self.scheduler = zero.initialize(self.loss_model, self.ds_config,
-                                                                          self._lr_factor)
-        else:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
-                                               betas=(config.optim.betas[0], config.optim.betas[1]))
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.backend = make_backend(self.ds_config, config=config, model=self.model, token_loss=self.token_loss,
+                                    world=self.world, rank=self.rank, device=self.device,
+                                    compute_dtype=self.compute_dtype, lr_lambda=self._lr_factor,
+                                    load_weights=self._load_weights)
         self.out.mkdir(parents=True, exist_ok=True)
         self._resume_if_possible()
 
@@ -202,10 +191,7 @@ class SFTRecipe:
         if self.sequence_parallel:
             batch = self.sequence_parallel.shard(batch)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        if self.engine is not None:  # DeepSpeed casts the model to its 16-bit dtype itself
-            return self.engine(**inputs)
-        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
-            return self.loss_model(**inputs)
+        return self.backend.forward(inputs)
 
     def train(self) -> None:
         batches = self._micro_batches()
@@ -226,7 +212,7 @@ class SFTRecipe:
             by_pack: list[tuple[torch.Tensor, torch.Tensor]] = []
             for batch in micro:
                 loss = self._forward_sum_loss(batch)
-                self._backward(loss * self.world / max(trained, 1))
+                self.backend.backward(loss * self.world / max(trained, 1))
                 loss_sum += float(loss.detach())
                 if self.token_loss.by_pack is not None:
                     by_pack.append(self.token_loss.by_pack)
@@ -234,7 +220,7 @@ class SFTRecipe:
                 lengths = document_lengths(batch)  # real documents: padding is not counted
                 self.tokens_seen += int(lengths.sum())
                 self.flops_done += flops.step(lengths)
-            self._optimizer_step()
+            self.backend.step()
             self.step += 1
             loss_value = self._global_mean(loss_sum, trained)
             pack_losses = self._loss_by_pack(by_pack)
@@ -271,24 +257,6 @@ class SFTRecipe:
                   f"{self.tracker.best_step})", flush=True)
         return stop
 
-    def _backward(self, loss: torch.Tensor) -> None:
-        if self.engine is not None:
-            self.engine.backward(loss, scale_wrt_gas=False)  # already divided by the global token count
-            self.engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary only
-        else:
-            self.scaler.scale(loss).backward()
-
-    def _optimizer_step(self) -> None:
-        if self.engine is not None:
-            return
-        self.scaler.unscale_(self.optimizer)
-        if self.config.optim.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
     def _global_mean(self, local_sum: float, trained: int) -> float:
         total = torch.tensor([local_sum], dtype=torch.float64)
         if self.world > 1:
@@ -318,7 +286,7 @@ class SFTRecipe:
         elapsed = time.monotonic() - started
         record: dict[str, Any] = {
             "step": self.step, "loss": round(loss, 6), **(pack_losses or {}),
-            "lr": self.scheduler.get_last_lr()[0], "trained_tokens": trained,
+            "lr": self.backend.learning_rate(), "trained_tokens": trained,
             "epoch": self.loader.epoch, "elapsed_s": round(elapsed, 2),
             "tokens": self.tokens_seen * self.data_world,
             "tokens_per_s": round(self.tokens_seen * self.data_world / max(elapsed, 1e-9), 1)}
@@ -335,7 +303,7 @@ class SFTRecipe:
         ZeRO-3 on several ranks every rank takes part (each holds a shard of the weights);
         otherwise rank 0 generates alone."""
         prompts = self.config.output.sample_prompts
-        all_ranks = self.world > 1 and self.ds_config is not None and zero.is_zero3(self.ds_config)
+        autocast, all_ranks = self.backend.generation()
         if not prompts or (self.rank != 0 and not all_ranks):
             return
         from .generate import ChatFormat, generate_reply  # noqa: PLC0415
@@ -343,7 +311,6 @@ class SFTRecipe:
         if self.chat is None:
             self.chat = ChatFormat.for_pack(self.dataset.manifest, Path(self.config.model.path),
                                             self.config.model.trust_remote_code)
-        autocast = self.compute_dtype if self.compute_dtype != torch.float32 and self.engine is None else None
         for prompt in prompts:
             started = time.monotonic()
             reply = generate_reply(self.model, self.chat, [{"role": "user", "content": prompt}],
@@ -358,17 +325,14 @@ class SFTRecipe:
         DeepSpeed a checkpoint-N is DeepSpeed's sharded format (``sftpack convert`` turns it into
         one). Either way the training record, the tokenizer and the exact-resume state go with it."""
         target = self.out / ("model" if final else f"checkpoint-{self.step}")
-        if self.engine is not None:
-            self._save_deepspeed(target, final)
-        elif self.rank == 0:
-            self.model.save_pretrained(str(target))
-            if not final:
-                torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
-                            "scheduler": self.scheduler.state_dict(), "loader": self.loader.state_dict(),
-                            "scaler": self.scaler.state_dict(), "eval": self.tracker.state_dict(),
-                            "torch_rng": torch.get_rng_state()}, target / STATE_FILE)
+        if final:
+            self.backend.save_model(target)
+        else:
+            self.backend.save_checkpoint(target, {"step": self.step, "loader": self.loader.state_dict(),
+                                                  "eval": self.tracker.state_dict(),
+                                                  "torch_rng": torch.get_rng_state()})
         if self.rank == 0:
-            self._write_record(target, "deepspeed" if self.engine is not None and not final else "huggingface")
+            self._write_record(target, "huggingface" if final else self.backend.checkpoint_format)
         if self.world > 1:
             torch.distributed.barrier()
         return target
@@ -379,10 +343,7 @@ class SFTRecipe:
         target, staging = self.out / "best", self.out / "best.tmp"
         if self.rank == 0 and staging.exists():
             shutil.rmtree(staging)
-        if self.engine is not None:
-            zero.save_hf(self.engine, self.model, staging, self.rank, full=self.config.method.name == "full")
-        elif self.rank == 0:
-            self.model.save_pretrained(str(staging))
+        self.backend.save_model(staging)
         if self.rank == 0:
             self._write_record(staging, "huggingface", eval_loss=eval_loss)
             if target.exists():
@@ -392,17 +353,16 @@ class SFTRecipe:
             torch.distributed.barrier()
         return target
 
-    def _write_record(self, target: Path, layout: str, **extra: Any) -> None:
-        """The tokenizer files and sftpack_train.json: what chat, merge and convert need to use
-        the folder as it was trained (template, template kwargs, recipe, base model)."""
+    def _write_record(self, target: Path, layout: str, eval_loss: float | None = None) -> None:
+        """The tokenizer files and the training record (record.py): what chat, merge, convert
+        and resume need to use the folder as it was trained."""
         self._copy_tokenizer(target)
         manifest = self.dataset.manifest
-        meta = {"step": self.step, "pack_key": manifest["key"], "pack_keys": self._pack_keys(),
-                "data_world": self.data_world, "template": manifest["template"],
-                "template_kwargs": pack_template_kwargs(manifest),
-                "config": self.config.to_dict(), "method": self.config.method.name,
-                "base_model": str(Path(self.config.model.path).resolve()), "format": layout, **extra}
-        (target / "sftpack_train.json").write_text(json.dumps(meta, indent=2))
+        TrainingRecord(step=self.step, pack_key=manifest["key"], template=manifest["template"],
+                       config=self.config.to_dict(), method=self.config.method.name,
+                       base_model=str(Path(self.config.model.path).resolve()), format=layout,
+                       template_kwargs=pack_template_kwargs(manifest), pack_keys=self._pack_keys(),
+                       data_world=self.data_world, eval_loss=eval_loss).write(target)
 
     def _pack_keys(self) -> list[str]:
         datasets = ([m.dataset for m in self.dataset.packs] if isinstance(self.dataset, PackMixture)
@@ -411,24 +371,15 @@ class SFTRecipe:
 
     def _check_resume(self, checkpoint: Path) -> None:
         """Refuses a checkpoint made under another schedule or data order (see train/resume.py)."""
-        record = checkpoint / "sftpack_train.json"
-        if not record.is_file():
+        record = TrainingRecord.read(checkpoint)
+        if record is None:
             return
         current = {"config": self.config.to_dict(), "pack_keys": self._pack_keys(), "data_world": self.data_world}
         allow = self.config.output.allow_resume_changes
-        changed = resume.check(json.loads(record.read_text()), current, str(checkpoint), allow)
+        changed = resume.check(record.as_dict(), current, str(checkpoint), allow)
         if changed and self.rank == 0:
             print(f"note: resuming from {checkpoint} although the recipe changed (output.allow_resume_changes): "
                   + "; ".join(changed), flush=True)
-
-    def _save_deepspeed(self, target: Path, final: bool) -> None:
-        if final:
-            zero.save_hf(self.engine, self.model, target, self.rank, full=self.config.method.name == "full")
-        else:
-            self.engine.save_checkpoint(str(target), tag=f"global_step{self.step}",
-                                        client_state={"step": self.step, "loader": self.loader.state_dict(),
-                                                      "eval": self.tracker.state_dict(),
-                                                      "torch_rng": torch.get_rng_state()})
 
     def _copy_tokenizer(self, target: Path) -> None:
         source = Path(self.config.model.path)
@@ -437,22 +388,13 @@ class SFTRecipe:
                 shutil.copy(source / name, target / name)
 
     def _resume_if_possible(self) -> None:
-        marker = "latest" if self.engine is not None else STATE_FILE
         checkpoints = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        checkpoints = [c for c in checkpoints if (c / marker).is_file()]
+        checkpoints = [c for c in checkpoints if self.backend.has_checkpoint(c)]
         if not checkpoints:
             return
         latest = checkpoints[-1]
         self._check_resume(latest)
-        if self.engine is not None:
-            _, state = self.engine.load_checkpoint(str(latest))
-        else:
-            state = torch.load(latest / STATE_FILE, weights_only=False)
-            self._load_weights(latest)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
+        state = self.backend.load_checkpoint(latest)
         self.loader.load_state_dict(state["loader"])
         if state.get("eval"):
             self.tracker.load_state_dict(state["eval"])

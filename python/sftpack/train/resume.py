@@ -49,9 +49,9 @@ def changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             found.append(f"{name}: {old!r} -> {new!r}")
     if _pack_weights(before) != _pack_weights(now):
         found.append(f"data.packs weights: {_pack_weights(before)!r} -> {_pack_weights(now)!r}")
-    if "pack_keys" in saved and saved["pack_keys"] != current["pack_keys"]:
+    if saved.get("pack_keys") and saved["pack_keys"] != current["pack_keys"]:
         found.append("the packs' contents (their keys differ: a pack was made again from other data or settings)")
-    if "data_world" in saved and saved["data_world"] != current["data_world"]:
+    if saved.get("data_world") is not None and saved["data_world"] != current["data_world"]:
         found.append(f"ranks reading batches: {saved['data_world']} -> {current['data_world']}")
     return found
 

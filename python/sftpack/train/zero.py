@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..record import RECORD_FILE, TrainingRecord
 from .config import DEEPSPEED_PRESETS as NAMES
 from .config import TrainConfig
 
@@ -107,21 +108,20 @@ def save_hf(engine: Any, model: Any, target: Path, rank: int, full: bool) -> Non
 def convert_checkpoint(checkpoint: Path, out: Path, base: Path | None = None) -> Path:
     """A DeepSpeed checkpoint from ``sftpack train`` → a Hugging Face folder: the full model, or
     the LoRA adapter, with the tokenizer and training record beside it."""
-    record_path = checkpoint / "sftpack_train.json"
-    if not record_path.is_file():
-        raise ConfigError(f"{checkpoint}: no sftpack_train.json, so not a checkpoint of sftpack train")
+    record = TrainingRecord.read(checkpoint)
+    if record is None:
+        raise ConfigError(f"{checkpoint}: no {RECORD_FILE}, so not a checkpoint of sftpack train")
     if not (checkpoint / "latest").is_file():
         if (checkpoint / "config.json").is_file() or (checkpoint / "adapter_config.json").is_file():
             raise ConfigError(f"{checkpoint} is already a Hugging Face folder\nhint: use it as it is (chat, merge)")
         raise ConfigError(f"{checkpoint}: no DeepSpeed 'latest' file; was the checkpoint written completely?")
-    record = json.loads(record_path.read_text())
     state = _fp32_state_dict(checkpoint)
-    base_dir = Path(base or record["base_model"])
+    base_dir = Path(base or record.base_model)
     model = _rebuild(record, base_dir, state)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                 "sftpack_train.json"):
+                 RECORD_FILE):
         if (checkpoint / name).is_file():
             shutil.copy(checkpoint / name, out / name)
     return out
@@ -136,16 +136,16 @@ def _fp32_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in state.items()}
 
 
-def _rebuild(record: dict[str, Any], base_dir: Path, state: dict[str, torch.Tensor]) -> Any:
+def _rebuild(record: TrainingRecord, base_dir: Path, state: dict[str, torch.Tensor]) -> Any:
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     from .model import DTYPES  # noqa: PLC0415
 
-    settings = record["config"]
+    settings = record.config
     dtype = DTYPES[settings["model"]["dtype"]]
     model: Any = AutoModelForCausalLM.from_pretrained(
         str(base_dir), dtype=torch.float32, trust_remote_code=settings["model"].get("trust_remote_code", False))
-    if record["method"] != "full":
+    if record.method != "full":
         from peft import LoraConfig, get_peft_model  # noqa: PLC0415
 
         method = settings["method"]
@@ -154,8 +154,8 @@ def _rebuild(record: dict[str, Any], base_dir: Path, state: dict[str, torch.Tens
                                                  target_modules=method["target_modules"], task_type="CAUSAL_LM"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     owned = dict(model.named_parameters())  # a tied weight is named once; its alias may be missing
-    trained_missing = [k for k in missing if k in owned and (record["method"] == "full" or "lora_" in k)]
+    trained_missing = [k for k in missing if k in owned and (record.method == "full" or "lora_" in k)]
     if trained_missing or unexpected:
         raise ConfigError(f"the checkpoint does not fit the model at {base_dir}: missing {trained_missing[:3]}, "
                           f"unexpected {unexpected[:3]}\nhint: pass --base with the model it was trained from")
-    return model if record["method"] != "full" else model.to(dtype)
+    return model if record.method != "full" else model.to(dtype)
