@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from ..data import PackDataset, PackLoader, PackMixture, collate_padded, collate
 from ..encoding import pack_template_kwargs
 from ..errors import ConfigError
 from ..record import TrainingRecord
-from . import resume, zero
+from . import zero
 from .attention import PADDING_FREE, choose_attention
 from .backends import make_backend
+from .checkpoint import Checkpoints
 from .config import TrainConfig, load_config
 from .evaluate import EvalTracker, Evaluator
 from .flops import FlopCounter, document_lengths, peak_flops
@@ -128,6 +128,8 @@ class SFTRecipe:
                                     compute_dtype=self.compute_dtype, lr_lambda=self._lr_factor,
                                     load_weights=self._load_weights)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = Checkpoints(self.out, self.backend, self._record, Path(config.model.path), self.rank,
+                                       self.world)
         self._resume_if_possible()
 
     def _eval_pack(self) -> PackDataset | None:
@@ -319,89 +321,44 @@ class SFTRecipe:
             if self.reporter:
                 self.reporter.log_sample(self.step, prompt, reply, time.monotonic() - started)
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- checkpoints (train/checkpoint.py) ------------------------------------------------------
     def save_checkpoint(self, final: bool = False) -> Path:
         """``model/`` (final) or ``checkpoint-N/``: a Hugging Face folder, except that under
         DeepSpeed a checkpoint-N is DeepSpeed's sharded format (``sftpack convert`` turns it into
         one). Either way the training record, the tokenizer and the exact-resume state go with it."""
-        target = self.out / ("model" if final else f"checkpoint-{self.step}")
-        if final:
-            self.backend.save_model(target)
-        else:
-            self.backend.save_checkpoint(target, {"step": self.step, "loader": self.loader.state_dict(),
-                                                  "eval": self.tracker.state_dict(),
-                                                  "torch_rng": torch.get_rng_state()})
-        if self.rank == 0:
-            self._write_record(target, "huggingface" if final else self.backend.checkpoint_format)
-        if self.world > 1:
-            torch.distributed.barrier()
-        return target
+        state = None if final else {"step": self.step, "loader": self.loader.state_dict(),
+                                    "eval": self.tracker.state_dict(), "torch_rng": torch.get_rng_state()}
+        return self.checkpoints.save(self.step, state)
 
     def save_best(self, eval_loss: float) -> Path:
-        """``best/``: the model (or adapter) with the best eval loss so far, as a Hugging Face
-        folder; replaced whole, so an interrupted save never leaves half a folder."""
-        target, staging = self.out / "best", self.out / "best.tmp"
-        if self.rank == 0 and staging.exists():
-            shutil.rmtree(staging)
-        self.backend.save_model(staging)
-        if self.rank == 0:
-            self._write_record(staging, "huggingface", eval_loss=eval_loss)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        if self.world > 1:
-            torch.distributed.barrier()
-        return target
+        """``best/``: the model (or adapter) with the best eval loss so far."""
+        return self.checkpoints.save_best(self.step, eval_loss)
 
-    def _write_record(self, target: Path, layout: str, eval_loss: float | None = None) -> None:
-        """The tokenizer files and the training record (record.py): what chat, merge, convert
-        and resume need to use the folder as it was trained."""
-        self._copy_tokenizer(target)
+    def _record(self, step: int, layout: str, eval_loss: float | None) -> TrainingRecord:
+        """The training record (sftpack/record.py) of this run at ``step``."""
         manifest = self.dataset.manifest
-        TrainingRecord(step=self.step, pack_key=manifest["key"], template=manifest["template"],
-                       config=self.config.to_dict(), method=self.config.method.name,
-                       base_model=str(Path(self.config.model.path).resolve()), format=layout,
-                       template_kwargs=pack_template_kwargs(manifest), pack_keys=self._pack_keys(),
-                       data_world=self.data_world, eval_loss=eval_loss).write(target)
+        return TrainingRecord(step=step, pack_key=manifest["key"], template=manifest["template"],
+                              config=self.config.to_dict(), method=self.config.method.name,
+                              base_model=str(Path(self.config.model.path).resolve()), format=layout,
+                              template_kwargs=pack_template_kwargs(manifest), pack_keys=self._pack_keys(),
+                              data_world=self.data_world, eval_loss=eval_loss)
 
     def _pack_keys(self) -> list[str]:
         datasets = ([m.dataset for m in self.dataset.packs] if isinstance(self.dataset, PackMixture)
                     else [self.dataset])
         return [str(d.manifest["key"]) for d in datasets]
 
-    def _check_resume(self, checkpoint: Path) -> None:
-        """Refuses a checkpoint made under another schedule or data order (see train/resume.py)."""
-        record = TrainingRecord.read(checkpoint)
-        if record is None:
+    def _resume_if_possible(self) -> None:
+        latest = self.checkpoints.latest()
+        if latest is None:
             return
         current = {"config": self.config.to_dict(), "pack_keys": self._pack_keys(), "data_world": self.data_world}
-        allow = self.config.output.allow_resume_changes
-        changed = resume.check(record.as_dict(), current, str(checkpoint), allow)
-        if changed and self.rank == 0:
-            print(f"note: resuming from {checkpoint} although the recipe changed (output.allow_resume_changes): "
-                  + "; ".join(changed), flush=True)
-
-    def _copy_tokenizer(self, target: Path) -> None:
-        source = Path(self.config.model.path)
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-            if (source / name).is_file():
-                shutil.copy(source / name, target / name)
-
-    def _resume_if_possible(self) -> None:
-        checkpoints = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        checkpoints = [c for c in checkpoints if self.backend.has_checkpoint(c)]
-        if not checkpoints:
-            return
-        latest = checkpoints[-1]
-        self._check_resume(latest)
-        state = self.backend.load_checkpoint(latest)
+        state = self.checkpoints.restore(latest, current, self.config.output.allow_resume_changes)
         self.loader.load_state_dict(state["loader"])
         if state.get("eval"):
             self.tracker.load_state_dict(state["eval"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
-        if self.rank == 0:
-            print(f"resuming from {latest} (step {self.step})", flush=True)
 
     def _load_weights(self, checkpoint: Path) -> None:
         if self.config.method.name == "full":
