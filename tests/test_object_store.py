@@ -62,14 +62,21 @@ def parquet_bytes(records: list[dict[str, Any]]) -> bytes:
     return sink.getvalue()
 
 
-def test_jsonl_parquet_files_and_s3_objects_give_the_same_document_tokens(
-        s3: Any, tmp_path: Path, tokenizer_dir: Any) -> None:
+def packed_locally(tmp_path: Path, tokenizer: Path) -> tuple[list[dict[str, Any]], bytes]:
+    """The XTuner corpus's records, their JSON Lines bytes, packed from a local file into
+    tmp_path/local."""
     records = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
-    tokenizer = tokenizer_dir("qwen3")
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     local = tmp_path / "all.jsonl"
     local.write_bytes(lines)
     preprocess([local], tokenizer, tmp_path / "local", max_length=4096)
+    return records, lines
+
+
+def test_jsonl_parquet_files_and_s3_objects_give_the_same_document_tokens(
+        s3: Any, tmp_path: Path, tokenizer_dir: Any) -> None:
+    tokenizer = tokenizer_dir("qwen3")
+    records, lines = packed_locally(tmp_path, tokenizer)
     expected = document_tokens(tmp_path / "local")
     jsonl = put(s3, "chat/all.jsonl.gz", gzip.compress(lines))
     for i, part in enumerate((records[:70], records[70:140], records[140:])):
@@ -97,12 +104,8 @@ def test_parts_read_their_own_byte_ranges_of_an_object_and_merge_to_the_document
         s3: Any, tmp_path: Path, tokenizer_dir: Any) -> None:
     from sftpack.parts import merge_packs
 
-    records = read_jsonl(data_path("goldens", "xtuner", "input.jsonl"))
     tokenizer = tokenizer_dir("qwen3")
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    local = tmp_path / "all.jsonl"
-    local.write_bytes(lines)
-    preprocess([local], tokenizer, tmp_path / "local", max_length=4096)
+    _, lines = packed_locally(tmp_path, tokenizer)
     url = put(s3, "chat/all.jsonl", lines)
     parts = [tmp_path / f"part-{i}" for i in range(3)]
     read = 0
