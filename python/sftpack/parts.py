@@ -1,9 +1,12 @@
 """Partitioned runs: a corpus prepared in parts anywhere (Slurm array tasks, Kubernetes jobs, Ray
 actors), then joined into one pack without re-tokenizing anything.
 
-``sftpack preprocess ... --num-shards N --shard-index I`` prepares part I: the records whose
-position (in input order over all files) is I modulo N. ``merge_packs`` joins the N parts; the
-engine does it on the typed manifests (rust/src/preprocess/merge.rs):
+``sftpack preprocess ... --num-shards N --shard-index I`` prepares part I: the inputs are cut
+into work units that do not depend on N (JSON Lines byte ranges at record boundaries, Parquet row
+groups, other files whole; see docs/scale.md) and part I reads only the units whose middle byte
+falls in the I-th of N equal shares of the bytes, so N parts read the corpus about once.
+``merge_packs`` joins the N parts; the engine does it on the typed manifests
+(rust/src/preprocess/merge.rs):
 
     part-0/  manifest.json  shard-00000.arrow  rejects.jsonl  [validation/]
     part-1/  ...                                         ─┐

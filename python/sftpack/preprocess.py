@@ -43,9 +43,10 @@ def preprocess(
             - val_size: hold out a validation split in ``out/validation/``: a share of the
               records (0.05) or a number of them (500), chosen by ``seed``, the same for any
               thread count; a held-out record is never in the training pack;
-            - num_shards, shard_index: prepare only part ``shard_index`` of ``num_shards`` (the
-              records at those positions modulo num_shards); :func:`sftpack.parts.merge_packs`
-              joins the parts into one pack;
+            - num_shards, shard_index: prepare only part ``shard_index`` of ``num_shards``: the
+              work units (byte ranges, row groups, whole files) in that share of the input
+              bytes, read only by this part; :func:`sftpack.parts.merge_packs` joins the parts
+              into one pack;
             - engine: "local" (default) or "ray": the same job on Ray actors
               (:mod:`sftpack.ray_engine`), with ray_address (default: a local Ray instance),
               ray_actors (default: the cluster's CPUs / ray_cpus_per_actor), ray_cpus_per_actor

@@ -1,7 +1,8 @@
 """``sftpack preprocess --engine ray``: the same job on a Ray cluster.
 
-The records are split into parts (see :mod:`sftpack.parts`: positions modulo the number of
-parts, so every part is deterministic and the validation split is the unpartitioned run's). Ray
+The inputs are split into parts (see :mod:`sftpack.parts`: work units that do not depend on the
+number of parts, each read by one part, so every part is deterministic, the parts together read
+the corpus about once and the validation split is the unpartitioned run's). Ray
 actors prepare the parts — each actor is one process holding the Rust engine, running as many
 engine threads as it has CPUs, with the GIL released — and write them to ``OUT.parts/part-NNNNN``
 beside the output (a file system every node sees). The driver then joins them into ``OUT`` with

@@ -95,8 +95,8 @@ class PreprocessSettings:
     overwrite: bool = False
     val_size: float | int | None = None
     progress_interval_ms: int = ENGINE_DEFAULTS["progress_interval_ms"]
-    # A partitioned run prepares part `shard_index` of `num_shards` (records by position modulo
-    # num_shards); `sftpack pack merge` joins the parts.
+    # A partitioned run prepares part `shard_index` of `num_shards` (the work units in that share
+    # of the input bytes; see sftpack.parts); `sftpack pack merge` joins the parts.
     num_shards: int | None = None
     shard_index: int | None = None
     # Where the job runs: "local" (this process) or "ray" (actors on a Ray cluster; see

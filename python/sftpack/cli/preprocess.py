@@ -139,8 +139,8 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
               f"{nodes} node(s); parts in {parts_dir(Path(result['out']))}")
     partition = manifest["config"].get("partition")
     if partition:
-        print(f"  part {partition['index']} of {partition['count']} (records at positions {partition['index']} "
-              f"modulo {partition['count']}); join all parts with `sftpack pack merge`")
+        print(f"  part {partition['index']} of {partition['count']} (the work units in share {partition['index']} "
+              f"of the input bytes); join all parts with `sftpack pack merge`")
     validation = manifest.get("validation")
     if validation:
         held_out = validation["records"]

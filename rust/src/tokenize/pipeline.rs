@@ -112,7 +112,21 @@ type BuildResult = (
 /// load is freed before the engine is built, so the two never take memory at once.
 fn build(source: &str, cache: &cache::Entry) -> BuildResult {
     let probes = (engine::Fast::wanted() && cache.read(VERDICT).is_none()).then(|| engine::ProbeIds::compute(source));
-    (engine::Fast::load_tokenizer(source, cache), probes)
+    let built = (engine::Fast::load_tokenizer(source, cache), probes);
+    return_freed_memory();
+    built
+}
+
+/// Hands the pages this thread freed back to the system. glibc keeps a thread's freed memory in
+/// that thread's arena, where no worker thread reuses it: without this, the transient memory of
+/// the probe check and a first build (~50 MB for a 150k vocabulary) stays resident all job long.
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and only releases free pages; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Pipeline {
