@@ -1,22 +1,26 @@
-"""GPU training benchmark: tokens/s, MFU and peak memory of `sftpack train`, packed varlen vs
-padded, for LoRA, QLoRA and full SFT on random-init models of real architectures, fed the
-real multi-turn corpus (benches/corpus.py). Targets: packed >= 2x padded tokens/s; LoRA on Llama-3-8B >= 9,500
-tokens/s on one H100; QLoRA >= 0.85x LoRA tokens/s at <= 0.5x its memory.
+"""GPU training benchmark: every configuration trained by `sftpack train` and, in the same process
+on the same GPU, by a baseline — transformers' Trainer on the same pack's documents through its
+padding-free collator (DataCollatorWithFlattening), with the same attention kernel where
+transformers has it (flash_attention_2 when flash-attn is installed, else SDPA, which keeps packed
+documents apart by their position_ids). Writes benches/results/train_gpu.json.
 
-Two steps, because the GPU machine cannot read ../shared (the Llama-3 tokenizer lives there):
+Two steps, because the GPU machine reads nothing beside the repository:
 
-    python benches/bench_train_gpu.py prepare --out .gpu          # here: packs + tokenizer
-    python benches/bench_train_gpu.py run --work .gpu --runs lora:packed,lora:padded,qlora:packed
+    python benches/bench_train_gpu.py prepare --out .gpu   # here: the pack, the tokenizer, the commit
+    python benches/bench_train_gpu.py run --work .gpu      # on the GPU (scripts/gpu_checks.sh bench)
 
-With `prepare --val-size 0.02` and `run --eval-every 30 --sample-every 30 --steps 30`, one
-evaluation over the validation split and one sample run after the last measured step: their
-cost is reported (eval_s, eval tokens/s, sample_s) without touching the training figures.
+Runs (random-init models from real configs, nothing downloaded; the Qwen3 tokenizer of tests/data
+and the real multi-turn corpus of benches/corpus.py, 2 rows of 4,096 tokens a step):
 
-`packed`: 4096-token rows from best-fit packing, padding-free batches, model.attention=auto
-(PyTorch varlen flash attention, or flash-attn's). `padded`: the peers' default without packing:
-one conversation per row, rows padded to the longest in the batch, SDPA. Tokens/s count real
-tokens only and are measured after the warm-up steps; MFU counts useful model FLOPs
-(sftpack.train.flops) against the GPU's dense bf16 peak.
+    full-4b    full SFT of Qwen3-4B, gradient checkpointing        target: MFU >= 0.40 (aim 0.45)
+    lora-8b    LoRA r16 on every linear layer of Qwen3-8B          target: >= 1.3x the baseline's tokens/s
+    qlora-8b   QLoRA (NF4 base, bitsandbytes) r16 on Qwen3-8B      target: peak memory <= 0.8x the baseline's
+    zero3-2b   full SFT of Qwen3-1.7B under DeepSpeed ZeRO-3       target: runs to the end
+
+Tokens/s count every token of the batches (no padding exists on either side) between the end of
+the warm-up steps and the last step; MFU counts useful model FLOPs (sftpack.train.flops) against
+the GPU's dense bf16 peak. `--scale tiny` swaps each model for a 2-layer one of its family: a test
+of this script on any device (tests/test_bench_train_gpu.py runs it on the CPU).
 """
 
 from __future__ import annotations
@@ -24,168 +28,325 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benches" / "results" / "train_gpu.json"
 
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "llama3-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-                  "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
-                  "max_position_embeddings": 8192, "tie_word_embeddings": False},
-    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "tie_word_embeddings": True},  # a smoke test of this script, on any device
-    "llama3.2-1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-                    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "rope_theta": 500000.0,
-                    "max_position_embeddings": 8192, "tie_word_embeddings": True},
+# Qwen3's published configs (config.json of Qwen/Qwen3-1.7B, -4B, -8B), vocabulary included.
+QWEN3_COMMON = {"vocab_size": 151936, "num_key_value_heads": 8, "head_dim": 128, "rope_theta": 1000000.0,
+                "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "bos_token_id": 151643,
+                "eos_token_id": 151645}
+MODELS: dict[str, dict[str, Any]] = {
+    "qwen3-1.7b": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
+                   "num_attention_heads": 16, "tie_word_embeddings": True},
+    "qwen3-4b": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                 "num_attention_heads": 32, "tie_word_embeddings": True},
+    "qwen3-8b": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+                 "num_attention_heads": 32, "tie_word_embeddings": False},
 }
-# packed: 2 rows of 4096 tokens a step. padded: 4 conversations a step (~215 tokens each on average
-# in this corpus, up to 4096), which keeps the padded batch's logits inside an 80 GB GPU.
-LAYOUTS = {"packed": {"pack": "packed", "batch_size": 2, "attention": "auto"},
-           "padded": {"pack": "unpacked", "batch_size": 4, "attention": "sdpa"}}
-METHODS = {"lora": {"name": "lora", "lora_r": 16, "lora_alpha": 32, "target_modules": "all-linear"},
-           "qlora": {"name": "qlora", "lora_r": 16, "lora_alpha": 32, "target_modules": "all-linear"},
-           "full": {"name": "full"}}
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16}
+LORA = {"lora_r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
+RUNS: dict[str, dict[str, Any]] = {
+    "full-4b": {"method": "full", "model": "qwen3-4b", "gradient_checkpointing": True, "deepspeed": None},
+    "lora-8b": {"method": "lora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None},
+    "qlora-8b": {"method": "qlora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None},
+    "zero3-2b": {"method": "full", "model": "qwen3-1.7b", "gradient_checkpointing": True, "deepspeed": "zero3"},
+}
+BATCH_ROWS = 2
 
 
-def prepare(out: Path, size_mb: float, max_length: int, val_size: float | None) -> None:
+# ---------------------------------------------------------------------------------------------
+# prepare (here)
+
+
+def prepare(out: Path, size_mb: float, max_length: int) -> None:
     sys.path.insert(0, str(ROOT / "benches"))
-    from corpus import SHARED, write_corpus  # noqa: PLC0415
+    from corpus import tokenizer_dir, write_corpus  # noqa: PLC0415
 
     from sftpack.preprocess import preprocess  # noqa: PLC0415
 
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    tokenizer = tokenizer_dir(out, "qwen3")
     corpus = out / "corpus.jsonl"
     write_corpus(corpus, size_mb)
-    tokenizer = out / "tokenizer"
-    shutil.copytree(SHARED / "tokenizers" / "llama3", tokenizer, dirs_exist_ok=True)
-    for name, pack in (("packed", True), ("unpacked", False)):
-        summary = preprocess([corpus], tokenizer, out / name, pack=pack, max_length=max_length, overwrite=True,
-                             val_size=val_size)
-        print(name, json.dumps(summary.get("counts", summary))[:300])
+    result = preprocess([corpus], tokenizer, out / "pack", max_length=max_length)
     corpus.unlink()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    (out / "commit.txt").write_text(commit + ("-dirty" if dirty else "") + "\n")
+    counts = result["manifest"]["counts"]
+    print(f"prepared {out}: {counts['rows']:,} rows, {counts['tokens']:,} tokens at max_length {max_length}; "
+          f"commit {commit[:12]}{' (uncommitted changes)' if dirty else ''}")
 
 
-def make_model(work: Path, arch: str) -> Path:
+# ---------------------------------------------------------------------------------------------
+# run (on the GPU)
+
+
+def make_model(work: Path, name: str, scale: str) -> Path:
+    """A random-init bf16 model of the named config, saved once per machine with the tokenizer."""
     import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, Qwen3Config  # noqa: PLC0415
 
-    target = Path("/tmp/sftpack-bench") / arch
+    target = Path(os.environ.get("SFTPACK_BENCH_MODELS", "/tmp/sftpack-bench")) / f"{name}-{scale}"
     if (target / "config.json").is_file():
         return target
-    vocab = len(json.loads((work / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]) + 256
-    config = LlamaConfig(vocab_size=vocab, bos_token_id=128000, eos_token_id=128009, **ARCHITECTURES[arch])
+    shape = {**MODELS[name], **(TINY if scale == "tiny" else {})}
+    config = Qwen3Config(**{**QWEN3_COMMON, **shape})
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(str(target))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(work / "tokenizer" / name, target / name)
+    del model
+    for file in (work / "qwen3").iterdir():
+        shutil.copy(file, target / file.name)
     return target
 
 
+def release_memory() -> None:
+    """Frees the finished run's model (it sits in reference cycles) before the next one measures."""
+    import torch  # noqa: PLC0415
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gb() -> float | None:
+    import torch  # noqa: PLC0415
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
 def steady_state(metrics: Path, warmup: int) -> dict[str, float]:
-    """Training throughput between the warm-up and the last logged step (evaluations and samples
-    included in the wall time, so run them at the end or not at all when comparing speeds)."""
+    """Tokens/s and MFU between the end of step `warmup` and the last step, from sftpack's log."""
     records = [r for r in map(json.loads, metrics.read_text().splitlines()) if "loss" in r]
     first, last = records[warmup - 1], records[-1]
     seconds = last["elapsed_s"] - first["elapsed_s"]
-    result = {"tokens_per_s": (last["tokens"] - first["tokens"]) / seconds,
-              "max_memory_gb": last.get("max_memory_gb", 0.0), "final_loss": last["loss"], "steps": last["step"]}
-    if "mfu" in last:
-        result["mfu"] = (last["mfu"] * last["elapsed_s"] - first["mfu"] * first["elapsed_s"]) / seconds
+    result = {"tokens_per_s": round((last["tokens"] - first["tokens"]) / seconds, 1), "final_loss": last["loss"],
+              "steps": last["step"]}
+    if "mfu" in last:  # the log's MFU is cumulative: take the steady-state part
+        result["mfu"] = round((last["mfu"] * last["elapsed_s"] - first["mfu"] * first["elapsed_s"]) / seconds, 4)
     return result
 
 
-def run_one(work: Path, method: str, layout: str, arch: str, steps: int, warmup: int,
-            gradient_checkpointing: bool, eval_every: int = 0, sample_every: int = 0) -> dict[str, Any]:
-    import torch  # noqa: PLC0415
-
+def train_sftpack(work: Path, spec: dict[str, Any], model: Path, steps: int, warmup: int) -> dict[str, Any]:
     from sftpack.train import load_config, train  # noqa: PLC0415
 
-    model_dir = make_model(work, arch)
-    out = Path("/tmp/sftpack-bench/runs") / f"{arch}-{method}-{layout}"
+    out = Path(os.environ.get("SFTPACK_BENCH_RUNS", "/tmp/sftpack-bench/runs")) / model.name / spec["method"]
     shutil.rmtree(out, ignore_errors=True)
-    shape = LAYOUTS[layout]
-    raw = {"model": {"path": str(model_dir), "dtype": "bfloat16", "attention": shape["attention"],
-                     "gradient_checkpointing": gradient_checkpointing},
-           "method": METHODS[method],
-           "data": {"pack": str(work / shape["pack"]), "batch_size": shape["batch_size"]},
-           "optim": {"lr": 1e-5 if method == "full" else 1e-4, "max_steps": steps, "scheduler": "constant"},
-           "output": {"dir": str(out), "report_to": [], "eval_every": eval_every, "sample_every": sample_every,
-                      "sample_prompts": ["Introduce yourself in one sentence."], "sample_max_new_tokens": 64}}
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    started = time.monotonic()
+    method = {"name": spec["method"], **(LORA if spec["method"] != "full" else {})}
+    raw: dict[str, Any] = {
+        "model": {"path": str(model), "dtype": "bfloat16", "attention": "auto", "kernels": "auto",
+                  "gradient_checkpointing": spec["gradient_checkpointing"]},
+        "method": method,
+        "data": {"pack": str(work / "pack"), "batch_size": BATCH_ROWS},
+        "optim": {"lr": 1e-5 if spec["method"] == "full" else 1e-4, "max_steps": steps, "scheduler": "constant"},
+        "output": {"dir": str(out), "report_to": [], "save_every": 0},
+    }
+    if spec["deepspeed"]:
+        raw["distributed"] = {"deepspeed": spec["deepspeed"]}
+    release_memory()
     train(load_config(raw=raw))
-    result = {"arch": arch, "method": method, "layout": layout, "gradient_checkpointing": gradient_checkpointing,
-              "wall_s": round(time.monotonic() - started, 1), **steady_state(out / "metrics.jsonl", warmup)}
-    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
-    if evals:
-        result["eval_s"] = evals[-1]["eval_s"]
-        validation = json.loads((work / shape["pack"] / "validation" / "manifest.json").read_text())
-        result["eval_tokens_per_s"] = round(validation["counts"]["tokens"] / max(evals[-1]["eval_s"], 1e-9))
-    if (out / "samples.jsonl").is_file():
-        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-        result["sample_s"] = samples[-1]["seconds"] if samples else None
-    gc.collect()  # the finished run's model sits in reference cycles: free it before the next run measures memory
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    return {**steady_state(out / "metrics.jsonl", warmup), "peak_mem_gb": peak_memory_gb()}
+
+
+def pack_documents(pack: Path, rows: int) -> list[list[dict[str, list[int]]]]:
+    """The first `rows` rows of the pack, each as its documents (input_ids, labels): what the
+    baseline's collator flattens back into the same token stream."""
+    from sftpack.data import PackDataset  # noqa: PLC0415
+
+    dataset = PackDataset(pack)
+    result = []
+    for index in range(min(rows, len(dataset))):
+        row = dataset[index]
+        bounds = row["cu_seqlens"].tolist()
+        result.append([{"input_ids": row["input_ids"][a:b].tolist(), "labels": row["labels"][a:b].tolist()}
+                       for a, b in zip(bounds, bounds[1:], strict=False)])
     return result
 
 
-def report(results: list[dict[str, Any]]) -> None:
-    print(f"\n{'arch':12} {'method':6} {'layout':7} {'tokens/s':>10} {'MFU':>6} {'mem GB':>7} {'loss':>7}")
-    for r in results:
-        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
-        print(f"{r['arch']:12} {r['method']:6} {r['layout']:7} {r['tokens_per_s']:10,.0f} {mfu:>6} "
-              f"{r['max_memory_gb']:7.1f} {r['final_loss']:7.3f}")
-    by = {(r["arch"], r["method"], r["layout"]): r for r in results}
-    for (arch, method, layout), r in by.items():
-        padded = by.get((arch, method, "padded"))
-        if layout == "packed" and padded:
-            print(f"ratio {arch} {method}: packed/padded tokens/s = {r['tokens_per_s'] / padded['tokens_per_s']:.2f}")
-    lora, qlora = by.get(("llama3-8b", "lora", "packed")), by.get(("llama3-8b", "qlora", "packed"))
-    if lora and qlora:
-        print(f"ratio llama3-8b qlora/lora: tokens/s {qlora['tokens_per_s'] / lora['tokens_per_s']:.2f}, "
-              f"memory {qlora['max_memory_gb'] / lora['max_memory_gb']:.2f}")
+def baseline_attention(ours: str) -> str:
+    """The kernel transformers itself offers for padding-free batches nearest to ours."""
+    return "flash_attention_2" if ours == "flash_attention_2" else "sdpa"
+
+
+def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int, warmup: int,
+                   attention: str) -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+    from transformers import (  # noqa: PLC0415
+        AutoModelForCausalLM,
+        DataCollatorWithFlattening,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from sftpack.train.zero import SHIPPED  # noqa: PLC0415
+
+    cuda = torch.cuda.is_available()
+    rows = pack_documents(work / "pack", steps * BATCH_ROWS * 2)
+    flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
+                                         return_flash_attn_kwargs=attention == "flash_attention_2")
+
+    def collate(batch: list[list[dict[str, list[int]]]]) -> dict[str, Any]:
+        return flatten([document for row in batch for document in row])
+
+    class StepClock(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.marks: list[tuple[float, int]] = []
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
+
+    release_memory()
+    # The arguments come first: under ZeRO-3 they make from_pretrained load the model partitioned.
+    args = TrainingArguments(
+        output_dir=str(Path(os.environ.get("SFTPACK_BENCH_RUNS", "/tmp/sftpack-bench/runs")) / "baseline"),
+        per_device_train_batch_size=BATCH_ROWS, max_steps=steps, learning_rate=1e-5 if spec["method"] == "full"
+        else 1e-4, lr_scheduler_type="constant", weight_decay=0.0, bf16=cuda, use_cpu=not cuda,
+        optim="adamw_torch_fused" if cuda else "adamw_torch", logging_steps=steps, save_strategy="no",
+        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, seed=0,
+        include_num_input_tokens_seen=True, gradient_checkpointing=spec["gradient_checkpointing"],
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        deepspeed=str(SHIPPED / f"{spec['deepspeed']}.json") if spec["deepspeed"] else None)
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "attn_implementation": attention}
+    if spec["method"] == "qlora":
+        from transformers import BitsAndBytesConfig  # noqa: PLC0415
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if spec["method"] != "full":
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training  # noqa: PLC0415
+
+        if spec["method"] == "qlora":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec["gradient_checkpointing"])
+        model = get_peft_model(model, LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"],
+                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    clock = StepClock()
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[clock])
+    output = trainer.train()
+    (t0, n0), (t1, n1) = clock.marks[warmup - 1], clock.marks[-1]
+    result = {"tokens_per_s": round((n1 - n0) / (t1 - t0), 1), "peak_mem_gb": peak_memory_gb(),
+              "mean_loss": round(float(output.training_loss), 4), "attention": attention, "kernels": "none"}
+    del trainer, model
+    return result
+
+
+def run_one(work: Path, name: str, scale: str, steps: int, warmup: int) -> dict[str, Any]:
+    from sftpack.train.attention import choose_attention  # noqa: PLC0415
+    from sftpack.train.kernels import choose_kernels  # noqa: PLC0415
+
+    spec = RUNS[name]
+    model = make_model(work, spec["model"], scale)
+    attention, kernels = choose_attention("auto"), choose_kernels("auto")
+    from sftpack.data import PackDataset  # noqa: PLC0415
+
+    seq_len = PackDataset(work / "pack").max_length
+    ours = train_sftpack(work, spec, model, steps, warmup)
+    baseline = train_baseline(work, spec, model, steps, warmup, baseline_attention(attention))
+    release_memory()
+    return {"name": name, "method": spec["method"], "model": spec["model"] + ("" if scale == "full" else f"-{scale}"),
+            "seq_len": seq_len, "attention": attention, "kernels": kernels,
+            "deepspeed": spec["deepspeed"], "gradient_checkpointing": spec["gradient_checkpointing"],
+            "tokens_per_s": ours["tokens_per_s"], "mfu": ours.get("mfu"), "peak_mem_gb": ours["peak_mem_gb"],
+            "final_loss": ours["final_loss"], "steps": ours["steps"], "baseline": baseline}
+
+
+def environment(work: Path) -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    commit_file = work / "commit.txt"
+    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "commit": commit_file.read_text().strip() if commit_file.is_file() else None,
+            "torch": torch.__version__}
+
+
+def targets(runs: list[dict[str, Any]]) -> list[tuple[str, float | None, str, bool]]:
+    """(what, figure, target, met) for each target whose run is present."""
+    by = {r["name"]: r for r in runs}
+    checks = []
+    if "full-4b" in by:
+        mfu = by["full-4b"]["mfu"]
+        checks.append(("full-4b MFU", mfu, ">= 0.40", mfu is not None and mfu >= 0.40))
+    if "lora-8b" in by:
+        r = by["lora-8b"]
+        ratio = r["tokens_per_s"] / r["baseline"]["tokens_per_s"]
+        checks.append(("lora-8b tokens/s / baseline", ratio, ">= 1.3", ratio >= 1.3))
+    if "qlora-8b" in by:
+        r = by["qlora-8b"]
+        mem, base = r["peak_mem_gb"], r["baseline"]["peak_mem_gb"]
+        ratio = mem / base if mem is not None and base else None
+        checks.append(("qlora-8b peak memory / baseline", ratio, "<= 0.8", ratio is not None and ratio <= 0.8))
+    if "zero3-2b" in by:
+        r = by["zero3-2b"]
+        checks.append(("zero3-2b steps run", float(r["steps"]), "to the end", r.get("completed", False)))
+    return checks
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"\n{result['device']}  torch {result['torch']}  commit {result['commit']}")
+    print(f"{'run':10} {'attention':18} {'kernels':7} {'tokens/s':>10} {'baseline':>10} {'ratio':>6} {'MFU':>6} "
+          f"{'mem GB':>7} {'base GB':>7}")
+    for r in result["runs"]:
+        b = r["baseline"]
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+        mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-"
+        base_mem = f"{b['peak_mem_gb']:.1f}" if b["peak_mem_gb"] is not None else "-"
+        ratio = r["tokens_per_s"] / b["tokens_per_s"]
+        print(f"{r['name']:10} {r['attention']:18} {r['kernels']:7} {r['tokens_per_s']:10,.0f} "
+              f"{b['tokens_per_s']:10,.0f} {ratio:6.2f} {mfu:>6} {mem:>7} {base_mem:>7}")
+    for what, figure, target, met in targets(result["runs"]):
+        shown = "-" if figure is None else f"{figure:.2f}"
+        print(f"target {what}: {shown} (target {target}) {'met' if met else 'NOT met'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="build the packed and unpacked packs (needs ../shared)")
+    prep = sub.add_parser("prepare", help="build the pack and copy the tokenizer (runs anywhere)")
     prep.add_argument("--out", type=Path, default=ROOT / ".gpu")
-    prep.add_argument("--size-mb", type=float, default=6.0)
+    prep.add_argument("--size-mb", type=float, default=4.0)
     prep.add_argument("--max-length", type=int, default=4096)
-    prep.add_argument("--val-size", type=float, help="hold out a validation split (for --eval-every)")
-    run = sub.add_parser("run", help="train and measure (needs a CUDA GPU)")
+    run = sub.add_parser("run", help="train each configuration and its baseline (a CUDA GPU; --scale tiny: any)")
     run.add_argument("--work", type=Path, default=ROOT / ".gpu")
-    run.add_argument("--runs", default="lora:packed,lora:padded,qlora:packed,qlora:padded",
-                     help="method:layout pairs, comma-separated")
-    run.add_argument("--arch", default="llama3-8b", choices=sorted(ARCHITECTURES))
-    run.add_argument("--steps", type=int, default=30)
+    run.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
+    run.add_argument("--scale", choices=("full", "tiny"), default="full")
+    run.add_argument("--steps", type=int, default=20)
     run.add_argument("--warmup", type=int, default=5)
-    run.add_argument("--gradient-checkpointing", action="store_true")
-    run.add_argument("--eval-every", type=int, default=0, help="evaluate on the validation split every N steps")
-    run.add_argument("--sample-every", type=int, default=0, help="generate a sample every N steps")
-    run.add_argument("--json", type=Path, help="also write the results here")
+    run.add_argument("--json", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.out, args.size_mb, args.max_length, args.val_size)
+        prepare(args.out, args.size_mb, args.max_length)
         return
-    results = []
-    for item in args.runs.split(","):
-        method, layout = item.split(":")
-        results.append(run_one(args.work, method, layout, args.arch, args.steps, args.warmup,
-                               args.gradient_checkpointing, args.eval_every, args.sample_every))
-        print(json.dumps(results[-1]), flush=True)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-    report(results)
+    if not 0 < args.warmup < args.steps:
+        parser.error("--warmup must be at least 1 and below --steps")
+    result: dict[str, Any] = {**environment(args.work), "runs": []}
+    for name in args.runs.split(","):
+        if name not in RUNS:
+            parser.error(f"unknown run {name!r}; the runs are {', '.join(RUNS)}")
+        record = run_one(args.work, name, args.scale, args.steps, args.warmup)
+        record["completed"] = record["steps"] == args.steps
+        result["runs"].append(record)
+        print(json.dumps(record), flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")  # after every run: a cut-off run keeps the rest
+    report(result)
 
 
 if __name__ == "__main__":

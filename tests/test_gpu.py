@@ -1,5 +1,6 @@
 """GPU-only checks (skipped without CUDA): every varlen kernel computes per-document attention on
-packed rows, and QLoRA trains. CI has no GPU; these run wherever one is at hand."""
+packed rows, QLoRA trains, ZeRO-2/3 train like plain torch on one GPU, Liger's kernels give the
+unfused loss. CI has no GPU; scripts/gpu_checks.sh runs these wherever one is at hand."""
 
 from __future__ import annotations
 
@@ -122,3 +123,26 @@ def test_liger_kernels_give_the_unfused_loss_and_gradients(setup: dict[str, Path
     assert abs(plain - fused) <= 1e-4 * abs(plain)
     for a, b in zip(plain_grads, fused_grads, strict=True):
         assert (a - b).norm() <= 1e-3 * max(float(a.norm()), 1e-6)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_zero_trains_like_plain_torch_on_one_gpu(setup: dict[str, Path], tmp_path: Path, zero: str,
+                                                 method: str) -> None:
+    """The CPU suite proves this under gloo; here DeepSpeed's CUDA path (NCCL, its fused Adam, the
+    varlen kernel that `attention: auto` picks) must give plain torch's losses too."""
+    pytest.importorskip("deepspeed")
+
+    def run(name: str, deepspeed: str | None) -> list[float]:
+        raw: dict[str, Any] = {"model": {"path": str(setup["base"]), "dtype": "float32", "attention": "auto"},
+                               "method": {"name": method},
+                               "data": {"pack": str(setup["pack"]), "batch_size": 2},
+                               "optim": {"lr": 3e-3, "max_steps": 6, "scheduler": "constant", "grad_accum": 2},
+                               "output": {"dir": str(tmp_path / name), "report_to": []},
+                               "distributed": {"deepspeed": deepspeed}}
+        train(load_config(raw=raw))
+        return [r["loss"] for r in read_metrics(tmp_path / name)[0]]
+
+    plain, zeroed = run("plain", None), run(zero, zero)
+    assert len(zeroed) == 6
+    assert zeroed == pytest.approx(plain, rel=2e-3)

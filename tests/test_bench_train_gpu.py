@@ -1,0 +1,84 @@
+"""benches/bench_train_gpu.py works before a GPU session spends time on it: on the CPU, at
+`--scale tiny`, it prepares its pack, trains each configuration and its transformers-Trainer
+baseline, and writes the results file issue 23 specifies; its baseline sees exactly our tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from sftpack import PackDataset  # noqa: E402
+from sftpack.data import collate_padding_free  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent.parent / "benches" / "bench_train_gpu.py"
+RUN_FIELDS = {"name", "method", "model", "seq_len", "attention", "kernels", "deepspeed", "tokens_per_s", "mfu",
+              "peak_mem_gb", "baseline"}
+
+
+def bench_module() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_train_gpu", BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench-gpu") / "work"
+    subprocess.run([sys.executable, str(BENCH), "prepare", "--out", str(folder), "--size-mb", "0.2",
+                    "--max-length", "512"], check=True, capture_output=True, text=True)
+    return folder
+
+
+def test_the_bench_writes_every_run_beside_its_baseline(work: Path, tmp_path: Path) -> None:
+    results = tmp_path / "train_gpu.json"
+    env = {**os.environ, "SFTPACK_BENCH_MODELS": str(tmp_path / "models"), "SFTPACK_BENCH_RUNS": str(tmp_path / "runs")}
+    done = subprocess.run([sys.executable, str(BENCH), "run", "--work", str(work), "--scale", "tiny",
+                           "--runs", "full-4b,lora-8b", "--steps", "3", "--warmup", "1", "--json", str(results)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(results.read_text())
+    assert result["device"] == "cpu" and result["torch"] == torch.__version__
+    assert len(result["commit"].removesuffix("-dirty")) == 40
+    assert [r["name"] for r in result["runs"]] == ["full-4b", "lora-8b"]
+    for run, method in zip(result["runs"], ["full", "lora"], strict=True):
+        assert RUN_FIELDS <= set(run)
+        assert run["method"] == method and run["seq_len"] == 512 and run["deepspeed"] is None
+        assert run["completed"] and run["steps"] == 3
+        assert run["tokens_per_s"] > 0 and run["baseline"]["tokens_per_s"] > 0
+        assert run["baseline"]["attention"] == "sdpa"  # no flash-attn on the CPU
+    assert "target lora-8b tokens/s / baseline" in done.stdout
+
+
+def test_the_baseline_flattens_the_same_tokens_our_collator_packs(work: Path) -> None:
+    """DataCollatorWithFlattening over a row's documents gives the row's ids and positions, and
+    our labels except each document's first token, which neither side trains."""
+    from transformers import DataCollatorWithFlattening
+
+    bench = bench_module()
+    rows = bench.pack_documents(work / "pack", 6)
+    dataset = PackDataset(work / "pack")
+    flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    for index, documents in enumerate(rows):
+        ours = {k: np.asarray(v) for k, v in collate_padding_free([dataset[index]], "np").items()}
+        theirs = flatten(documents, return_tensors="np")
+        assert np.array_equal(theirs["input_ids"][0], ours["input_ids"][0])
+        assert np.array_equal(theirs["position_ids"][0], ours["position_ids"][0])
+        starts = dataset[index]["cu_seqlens"][:-1]
+        expected = ours["labels"][0].copy()
+        expected[starts] = -100
+        assert np.array_equal(theirs["labels"][0], expected)
+        assert np.all(ours["labels"][0][starts] == -100)  # a document's first token is never a target
