@@ -1,7 +1,7 @@
 """GPU training benchmark: every configuration trained by `sftpack train` and, in the same process
 on the same GPU, by a baseline — transformers' Trainer on the same pack's documents through its
 padding-free collator (DataCollatorWithFlattening), with the same attention kernel where
-transformers has it (flash_attention_2 when flash-attn is installed, else SDPA, which keeps packed
+transformers has it (flash_attention_4 or _2 when ours is one, else SDPA, which keeps packed
 documents apart by their position_ids). Writes benches/results/train_gpu.json.
 
 Two steps, because the GPU machine reads nothing beside the repository:
@@ -179,7 +179,7 @@ def pack_documents(pack: Path, rows: int) -> list[list[dict[str, list[int]]]]:
 
 def baseline_attention(ours: str) -> str:
     """The kernel transformers itself offers for padding-free batches nearest to ours."""
-    return "flash_attention_2" if ours == "flash_attention_2" else "sdpa"
+    return ours if ours in ("flash_attention_2", "flash_attention_4") else "sdpa"
 
 
 def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int, warmup: int,
@@ -198,7 +198,7 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     cuda = torch.cuda.is_available()
     rows = pack_documents(work / "pack", steps * BATCH_ROWS * 2)
     flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
-                                         return_flash_attn_kwargs=attention == "flash_attention_2")
+                                         return_flash_attn_kwargs=attention.startswith("flash_attention"))
 
     def collate(batch: list[list[dict[str, list[int]]]]) -> dict[str, Any]:
         return flatten([document for row in batch for document in row])

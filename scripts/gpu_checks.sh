@@ -6,6 +6,7 @@
 # Then, there, from the repository root (each part fits a 10-minute command):
 #   bash scripts/gpu_checks.sh tests    # attention kernels per document, QLoRA, ZeRO-2/3, Liger, recipes
 #   bash scripts/gpu_checks.sh bench    # benches/bench_train_gpu.py: every run beside its baseline
+#   bash scripts/gpu_checks.sh long     # benches/bench_long_context.py: the longest row of a 4B model
 # Logs and benches' JSON go to $OUT when it is set (else benches/results/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +40,12 @@ bench)
     PYTHONUNBUFFERED=1 python3 benches/bench_train_gpu.py run --json "$results/train_gpu.json" "${@:2}" 2>&1 \
         | grep -v "it/s\]" | tee "$results/bench_train_gpu.log"
     ;;
+long)
+    PYTHONUNBUFFERED=1 python3 benches/bench_long_context.py --json "$results/long_context.json" "${@:2}" 2>&1 \
+        | tee "$results/bench_long_context.log"
+    ;;
 *)
-    echo "usage: scripts/gpu_checks.sh tests|bench [extra arguments]" >&2
+    echo "usage: scripts/gpu_checks.sh tests|bench|long [extra arguments]" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
-"""benches/bench_train_gpu.py works before a GPU session spends time on it: on the CPU, at
-`--scale tiny`, it prepares its pack, trains each configuration and its transformers-Trainer
-baseline, and writes the results file issue 23 specifies; its baseline sees exactly our tokens."""
+"""The GPU benches work before a GPU session spends time on them: on the CPU, at `--scale tiny`,
+bench_train_gpu.py prepares its pack, trains each configuration and its transformers-Trainer
+baseline and writes the results file issue 23 specifies (its baseline sees exactly our tokens);
+bench_long_context.py doubles the row length while a row trains and records each attempt."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sftpack import PackDataset  # noqa: E402
 from sftpack.data import collate_padding_free  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent.parent / "benches" / "bench_train_gpu.py"
+LONG = BENCH.with_name("bench_long_context.py")
 RUN_FIELDS = {"name", "method", "model", "seq_len", "attention", "kernels", "deepspeed", "tokens_per_s", "mfu",
               "peak_mem_gb", "baseline"}
 
@@ -82,3 +84,21 @@ def test_the_baseline_flattens_the_same_tokens_our_collator_packs(work: Path) ->
         expected[starts] = -100
         assert np.array_equal(theirs["labels"][0], expected)
         assert np.all(ours["labels"][0][starts] == -100)  # a document's first token is never a target
+
+
+def test_the_long_context_bench_records_each_length_it_trained(work: Path, tmp_path: Path) -> None:
+    results = tmp_path / "long_context.json"
+    env = {**os.environ, "SFTPACK_BENCH_MODELS": str(tmp_path / "models"), "SFTPACK_BENCH_RUNS": str(tmp_path / "runs")}
+    done = subprocess.run([sys.executable, str(LONG), "--work", str(work), "--scale", "tiny", "--start", "256",
+                           "--stop", "512", "--json", str(results)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(results.read_text())
+    assert result["model"] == "qwen3-4b-tiny" and result["method"] == "full"
+    assert [r["gradient_checkpointing"] for r in result["runs"]] == [False, True]
+    for run in result["runs"]:
+        assert [a["length"] for a in run["attempts"]] == [256, 512]
+        assert all(a["ok"] and a["tokens_per_s"] > 0 for a in run["attempts"]), run
+        assert run["longest"] == 512
+    assert "longest row 512 tokens (the --stop cap)" in done.stdout
+    rows = PackDataset(work / "long" / "pack-512").lengths()
+    assert rows[0] == 512 and len(rows) == 2  # the full-length row and the document's rest

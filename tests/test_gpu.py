@@ -18,7 +18,12 @@ if not torch.cuda.is_available():
 from sftpack import PackDataset  # noqa: E402
 from sftpack.data import collate_padding_free, sum_token_loss  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
-from sftpack.train.attention import flash_attn_available, torch_varlen_available, transformers_name  # noqa: E402
+from sftpack.train.attention import (  # noqa: E402
+    flash_attn4_available,
+    flash_attn_available,
+    torch_varlen_available,
+    transformers_name,
+)
 
 from .conftest import read_metrics, train_copied_recipe  # noqa: E402
 
@@ -39,6 +44,8 @@ def loss_and_grads(model: Any, batch: dict[str, Any]) -> tuple[float, list[Any]]
 KERNELS = [pytest.param("varlen", marks=pytest.mark.skipif(not torch_varlen_available(), reason="torch < 2.10")),
            pytest.param("flash_attention_2", marks=pytest.mark.skipif(not flash_attn_available(),
                                                                       reason="no flash-attn")),
+           pytest.param("flash_attention_4", marks=pytest.mark.skipif(not flash_attn4_available(),
+                                                                      reason="no flash-attn-4 on a Hopper+ GPU")),
            "flex_attention"]
 
 

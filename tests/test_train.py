@@ -279,6 +279,40 @@ def test_fused_kernels_are_chosen_where_they_run() -> None:
         choose_kernels("triton")
 
 
+@pytest.mark.parametrize(("capability", "flash_packages", "torch_varlen", "chosen"), [
+    ((9, 0), {"flash-attn-4", "flash-attn"}, True, "flash_attention_4"),
+    ((10, 0), {"flash-attn-4"}, True, "flash_attention_4"),
+    ((8, 0), {"flash-attn-4", "flash-attn"}, True, "flash_attention_2"),  # FA4 needs Hopper or newer
+    ((9, 0), {"flash-attn"}, True, "flash_attention_2"),
+    ((8, 0), {"flash-attn-4"}, True, "varlen"),  # flash-attn-4's `flash_attn` module is not flash-attn 2
+    ((9, 0), set(), True, "varlen"),
+    ((9, 0), set(), False, "sdpa"),
+    (None, {"flash-attn-4", "flash-attn"}, False, "sdpa"),  # no GPU
+])
+def test_auto_attention_takes_the_fastest_kernel_that_runs_here(
+        monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int] | None, flash_packages: set[str],
+        torch_varlen: bool, chosen: str) -> None:
+    from sftpack.train import attention
+
+    monkeypatch.setattr(attention, "_cuda_capability", lambda: capability)
+    monkeypatch.setattr(attention, "_flash_distributions", lambda: flash_packages)
+    monkeypatch.setattr(attention, "torch_varlen_available", lambda: torch_varlen)
+    assert attention.choose_attention("auto") == chosen
+
+
+def test_a_flash_attention_kernel_that_cannot_run_here_is_an_error_with_the_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sftpack.train import attention
+
+    monkeypatch.setattr(attention, "_cuda_capability", lambda: (8, 0))
+    monkeypatch.setattr(attention, "_flash_distributions", lambda: {"flash-attn-4"})
+    with pytest.raises(ConfigError, match=r"flash_attention_4 needs flash-attn-4, a GPU of compute capability 9.0.*\n"
+                                          r"hint: pip install flash-attn-4"):
+        attention.choose_attention("flash_attention_4")
+    with pytest.raises(ConfigError, match=r"flash_attention_2 needs a CUDA GPU and the flash-attn package"):
+        attention.choose_attention("flash_attention_2")
+
+
 def test_an_unknown_kernel_choice_is_reported_with_the_other_recipe_problems(setup: dict[str, Path],
                                                                              tmp_path: Path) -> None:
     from sftpack import ConfigError

@@ -6,12 +6,14 @@ model.attention    kernel                                                  batch
 varlen             PyTorch's own varlen flash attention                     padding-free
                    (``torch.nn.attention.varlen``, CUDA, torch >= 2.10)
 flash_attention_2  the flash-attn package's varlen kernel (CUDA)            padding-free
+flash_attention_4  flash-attn-4's CuTe varlen kernel (Hopper and newer)      padding-free
 flex_attention     FlexAttention with a document mask from position_ids     padding-free
 sdpa / eager       block-diagonal causal mask [B, 1, L, L] (the CPU path)   padded
 =================  ======================================================  ==============
 
-``auto`` takes the first that runs here in the order flash_attention_2, varlen, sdpa: the
-varlen kernels skip the masked-out work entirely; FlexAttention skips it by blocks but compiles
+``auto`` takes the first that runs here in the order flash_attention_4 (installed, on a GPU of
+compute capability 9.0 or more), flash_attention_2, varlen, sdpa: the varlen kernels skip the
+masked-out work entirely; FlexAttention skips it by blocks but compiles
 per shape; SDPA with a dense mask does all the work and is for the CPU and for checking.
 All compute the same function: a token attends to earlier tokens of its own document only.
 """
@@ -28,8 +30,8 @@ import torch
 from ..errors import ConfigError
 
 VARLEN = "sftpack_varlen"
-PADDING_FREE = {"varlen", "flash_attention_2", "flex_attention", "ulysses"}
-CHOICES = {"auto", "varlen", "flash_attention_2", "flex_attention", "sdpa", "eager"}
+PADDING_FREE = {"varlen", "flash_attention_2", "flash_attention_4", "flex_attention", "ulysses"}
+CHOICES = {"auto", "varlen", "flash_attention_2", "flash_attention_4", "flex_attention", "sdpa", "eager"}
 
 
 def _on_cuda_with(module: str) -> bool:
@@ -45,16 +47,44 @@ def torch_varlen_available() -> bool:
     return _on_cuda_with("torch.nn.attention.varlen")
 
 
+def _flash_distributions() -> set[str]:
+    """The installed distributions that provide the ``flash_attn`` module: flash-attn (2) and
+    flash-attn-4 both do, and only the distribution's name tells them apart."""
+    from importlib.metadata import packages_distributions  # noqa: PLC0415
+
+    return {name.lower().replace("_", "-") for name in packages_distributions().get("flash_attn", [])}
+
+
+def _cuda_capability() -> tuple[int, int] | None:
+    return torch.cuda.get_device_capability() if torch.cuda.is_available() else None
+
+
 def flash_attn_available() -> bool:
-    return _on_cuda_with("flash_attn")
+    return _cuda_capability() is not None and "flash-attn" in _flash_distributions()
+
+
+def flash_attn4_available() -> bool:
+    """flash-attn-4 installed, a Hopper or newer GPU, and a transformers that can call it."""
+    capability = _cuda_capability()
+    if capability is None or capability < (9, 0) or "flash-attn-4" not in _flash_distributions():
+        return False
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: PLC0415
+
+    return "flash_attention_4" in ALL_ATTENTION_FUNCTIONS
 
 
 def choose_attention(requested: str) -> str:
     """The attention implementation to use for ``model.attention`` (see the module docstring)."""
     if requested == "auto":
+        if flash_attn4_available():
+            return "flash_attention_4"
         if flash_attn_available():
             return "flash_attention_2"
         return "varlen" if torch_varlen_available() else "sdpa"
+    if requested == "flash_attention_4" and not flash_attn4_available():
+        raise ConfigError("model.attention=flash_attention_4 needs flash-attn-4, a GPU of compute capability 9.0 or "
+                          "more (Hopper, Blackwell) and a transformers that knows it\n"
+                          "hint: pip install flash-attn-4, or use model.attention=auto")
     if requested == "varlen" and not torch_varlen_available():
         raise ConfigError("model.attention=varlen needs a CUDA GPU and torch >= 2.10 (torch.nn.attention.varlen)\n"
                           "hint: use model.attention=auto, or sdpa on the CPU")

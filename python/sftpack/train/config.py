@@ -2,7 +2,8 @@
 
 A recipe has sections (all keys optional except ``model.path``, ``data.pack``, ``output.dir``)::
 
-    model:   {path, dtype: float32|bfloat16|float16, attention: auto|varlen|flash_attention_2|flex_attention|sdpa|eager,
+    model:   {path, dtype: float32|bfloat16|float16,
+              attention: auto|varlen|flash_attention_2|flash_attention_4|flex_attention|sdpa|eager,
               gradient_checkpointing, loss_chunk_tokens: logits computed this many tokens at a time, 0 = all,
               trust_remote_code: run the model code shipped with the checkpoint,
               kernels: auto|liger|none  (fused Liger kernels on CUDA where installed)}
