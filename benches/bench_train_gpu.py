@@ -9,6 +9,8 @@ Two steps, because the GPU machine reads nothing beside the repository:
     python benches/bench_train_gpu.py prepare --out .gpu   # here: the pack, the tokenizer, the commit
     python benches/bench_train_gpu.py run --work .gpu      # on the GPU (scripts/gpu_checks.sh bench)
 
+`--runs` picks some; runs of one device and commit split over several commands add up in one file.
+
 Runs (random-init models from real configs, nothing downloaded; the Qwen3 tokenizer of tests/data
 and the real multi-turn corpus of benches/corpus.py, 2 rows of 4,096 tokens a step):
 
@@ -316,6 +318,16 @@ def report(result: dict[str, Any]) -> None:
         print(f"target {what}: {shown} (target {target}) {'met' if met else 'NOT met'}")
 
 
+def previous_results(path: Path, here: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The results file to add to: the runs it holds from this device and commit, less those about
+    to run again, so a set of runs split over several commands ends in one file."""
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if all(previous.get(key) == here[key] for key in ("device", "commit", "torch")):
+            return {**here, "runs": [r for r in previous["runs"] if r["name"] not in names]}
+    return {**here, "runs": []}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -336,10 +348,12 @@ def main() -> None:
         return
     if not 0 < args.warmup < args.steps:
         parser.error("--warmup must be at least 1 and below --steps")
-    result: dict[str, Any] = {**environment(args.work), "runs": []}
-    for name in args.runs.split(","):
+    names = args.runs.split(",")
+    for name in names:
         if name not in RUNS:
             parser.error(f"unknown run {name!r}; the runs are {', '.join(RUNS)}")
+    result = previous_results(args.json, environment(args.work), names)
+    for name in names:
         record = run_one(args.work, name, args.scale, args.steps, args.warmup)
         record["completed"] = record["steps"] == args.steps
         result["runs"].append(record)

@@ -6,6 +6,7 @@
 # Then, there, from the repository root (each part fits a 10-minute command):
 #   bash scripts/gpu_checks.sh tests    # attention kernels per document, QLoRA, ZeRO-2/3, Liger, recipes
 #   bash scripts/gpu_checks.sh bench    # benches/bench_train_gpu.py: every run beside its baseline
+#     (or a few at a time: ... bench --runs full-4b,lora-8b, then --runs qlora-8b,zero3-2b: one file)
 #   bash scripts/gpu_checks.sh long     # benches/bench_long_context.py: the longest row of a 4B model
 # Logs and benches' JSON go to $OUT when it is set (else benches/results/).
 set -uo pipefail

@@ -102,3 +102,13 @@ def test_the_long_context_bench_records_each_length_it_trained(work: Path, tmp_p
     assert "longest row 512 tokens (the --stop cap)" in done.stdout
     rows = PackDataset(work / "long" / "pack-512").lengths()
     assert rows[0] == 512 and len(rows) == 2  # the full-length row and the document's rest
+
+
+def test_runs_split_over_several_commands_end_in_one_results_file(tmp_path: Path) -> None:
+    bench = bench_module()
+    here = {"device": "NVIDIA H100 80GB HBM3", "commit": "a" * 40, "torch": "2.11.0+cu130"}
+    path = tmp_path / "train_gpu.json"
+    path.write_text(json.dumps({**here, "runs": [{"name": "full-4b"}, {"name": "lora-8b"}]}))
+    kept = bench.previous_results(path, here, ["lora-8b", "qlora-8b"])
+    assert kept == {**here, "runs": [{"name": "full-4b"}]}  # lora-8b runs again
+    assert bench.previous_results(path, {**here, "commit": "b" * 40}, ["qlora-8b"])["runs"] == []
