@@ -26,8 +26,10 @@ class PlainBackend:
         self.loss_model: Any = torch.nn.parallel.DistributedDataParallel(token_loss) if world > 1 else token_loss
         params = [p for p in model.parameters() if p.requires_grad]
         optim = config.optim
+        # fused on CUDA: one kernel for every parameter's update, not several per tensor group
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay,
-                                           betas=(optim.betas[0], optim.betas[1]))
+                                           betas=(optim.betas[0], optim.betas[1]),
+                                           fused=True if device.type == "cuda" else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
         self.scaler = torch.amp.GradScaler(device.type, enabled=compute_dtype == torch.float16)
