@@ -372,7 +372,8 @@ pub fn stream(
                 break;
             }
             // What the files gave up so far (compressed and columnar bytes too), against their sizes.
-            progress.bytes_read = profile::input_bytes() - read_before;
+            // Saturating: another job in this process may reset the shared counter meanwhile.
+            progress.bytes_read = profile::input_bytes().saturating_sub(read_before);
             let first = progress.records;
             let already = skip.saturating_sub(first).min(batch.len() as u64) as usize;
             progress.records += batch.len() as u64;
