@@ -112,3 +112,18 @@ def test_runs_split_over_several_commands_end_in_one_results_file(tmp_path: Path
     kept = bench.previous_results(path, here, ["lora-8b", "qlora-8b"])
     assert kept == {**here, "runs": [{"name": "full-4b"}]}  # lora-8b runs again
     assert bench.previous_results(path, {**here, "commit": "b" * 40}, ["qlora-8b"])["runs"] == []
+
+
+def test_the_gpu_script_refuses_before_it_spends_device_time(tmp_path: Path) -> None:
+    """On a GPU machine a mistake costs minutes of a short loan: a wrong part or a missing .gpu/
+    (the prepared pack) stops the script before it installs or imports anything."""
+    script = tmp_path / "scripts" / "gpu_checks.sh"
+    script.parent.mkdir()
+    script.write_text((Path(__file__).resolve().parent.parent / "scripts" / "gpu_checks.sh").read_text())
+    wrong = subprocess.run(["bash", str(script), "benchmark"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "usage: scripts/gpu_checks.sh all|tests|bench|long" in wrong.stderr
+    for part in ("all", "bench", "long"):
+        unprepared = subprocess.run(["bash", str(script), part], capture_output=True, text=True)
+        assert unprepared.returncode == 2, part
+        assert "run 'python3 benches/bench_train_gpu.py prepare'" in unprepared.stderr
+        assert unprepared.stdout == ""  # nothing installed, nothing imported
