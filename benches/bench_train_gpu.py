@@ -12,16 +12,18 @@ Two steps, because the GPU machine reads nothing beside the repository:
 `--runs` picks some; runs of one device and commit split over several commands add up in one file.
 
 Runs (random-init models from real configs, nothing downloaded; the Qwen3 tokenizer of tests/data
-and the real multi-turn corpus of benches/corpus.py, 2 rows of 4,096 tokens a step):
+and the real multi-turn corpus of benches/corpus.py, 8,192 tokens an optimizer step: 2 rows of
+4,096, or 1 row a micro-step accumulated twice where the activations of 2 would not fit):
 
-    full-4b    full SFT of Qwen3-4B, gradient checkpointing        target: MFU >= 0.40 (aim 0.45)
+    full-4b    full SFT of Qwen3-4B, 1 row x 2 accumulated         target: MFU >= 0.40 (aim 0.45)
     lora-8b    LoRA r16 on every linear layer of Qwen3-8B          target: >= 1.3x the baseline's tokens/s
     qlora-8b   QLoRA (NF4 base, bitsandbytes) r16 on Qwen3-8B      target: peak memory <= 0.8x the baseline's
     zero3-2b   full SFT of Qwen3-1.7B under DeepSpeed ZeRO-3       target: runs to the end
 
 Tokens/s count every token of the batches (no padding exists on either side) between the end of
 the warm-up steps and the last step; MFU counts useful model FLOPs (sftpack.train.flops) against
-the GPU's dense bf16 peak. `--scale tiny` swaps each model for a 2-layer one of its family: a test
+the GPU's dense bf16 peak. A run that fails (out of memory, say) is written with its error and
+the next one goes on. `--scale tiny` swaps each model for a 2-layer one of its family: a test
 of this script on any device (tests/test_bench_train_gpu.py runs it on the CPU).
 """
 
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +59,19 @@ MODELS: dict[str, dict[str, Any]] = {
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16}
 LORA = {"lora_r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
+# Full SFT of 4B without recomputation: bf16 weights, gradients and AdamW state take ~32 GB and one
+# 4,096-token row's activations ~20 GB, so one row a micro-step fits 80 GB where two would not, and
+# useful FLOPs are all the GPU does (with checkpointing MFU cannot pass ~3/4 of the hardware's rate).
 RUNS: dict[str, dict[str, Any]] = {
-    "full-4b": {"method": "full", "model": "qwen3-4b", "gradient_checkpointing": True, "deepspeed": None},
-    "lora-8b": {"method": "lora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None},
-    "qlora-8b": {"method": "qlora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None},
-    "zero3-2b": {"method": "full", "model": "qwen3-1.7b", "gradient_checkpointing": True, "deepspeed": "zero3"},
+    "full-4b": {"method": "full", "model": "qwen3-4b", "gradient_checkpointing": False, "deepspeed": None,
+                "rows": 1, "grad_accum": 2},
+    "lora-8b": {"method": "lora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None,
+                "rows": 2, "grad_accum": 1},
+    "qlora-8b": {"method": "qlora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None,
+                 "rows": 2, "grad_accum": 1},
+    "zero3-2b": {"method": "full", "model": "qwen3-1.7b", "gradient_checkpointing": True, "deepspeed": "zero3",
+                 "rows": 2, "grad_accum": 1},
 }
-BATCH_ROWS = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +162,9 @@ def train_sftpack(work: Path, spec: dict[str, Any], model: Path, steps: int, war
         "model": {"path": str(model), "dtype": "bfloat16", "attention": "auto", "kernels": "auto",
                   "gradient_checkpointing": spec["gradient_checkpointing"]},
         "method": method,
-        "data": {"pack": str(work / "pack"), "batch_size": BATCH_ROWS},
-        "optim": {"lr": 1e-5 if spec["method"] == "full" else 1e-4, "max_steps": steps, "scheduler": "constant"},
+        "data": {"pack": str(work / "pack"), "batch_size": spec["rows"]},
+        "optim": {"lr": 1e-5 if spec["method"] == "full" else 1e-4, "max_steps": steps, "scheduler": "constant",
+                  "grad_accum": spec["grad_accum"]},
         "output": {"dir": str(out), "report_to": [], "save_every": 0},
     }
     if spec["deepspeed"]:
@@ -198,7 +208,7 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     from sftpack.train.zero import SHIPPED  # noqa: PLC0415
 
     cuda = torch.cuda.is_available()
-    rows = pack_documents(work / "pack", steps * BATCH_ROWS * 2)
+    rows = pack_documents(work / "pack", steps * spec["rows"] * spec["grad_accum"] * 2)
     flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
                                          return_flash_attn_kwargs=attention.startswith("flash_attention"))
 
@@ -218,12 +228,12 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     # The arguments come first: under ZeRO-3 they make from_pretrained load the model partitioned.
     args = TrainingArguments(
         output_dir=str(Path(os.environ.get("SFTPACK_BENCH_RUNS", "/tmp/sftpack-bench/runs")) / "baseline"),
-        per_device_train_batch_size=BATCH_ROWS, max_steps=steps, learning_rate=1e-5 if spec["method"] == "full"
-        else 1e-4, lr_scheduler_type="constant", weight_decay=0.0, bf16=cuda, use_cpu=not cuda,
-        optim="adamw_torch_fused" if cuda else "adamw_torch", logging_steps=steps, save_strategy="no",
-        report_to=[], remove_unused_columns=False, dataloader_num_workers=0, seed=0,
-        include_num_input_tokens_seen=True, gradient_checkpointing=spec["gradient_checkpointing"],
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        per_device_train_batch_size=spec["rows"], gradient_accumulation_steps=spec["grad_accum"],
+        max_steps=steps, learning_rate=1e-5 if spec["method"] == "full" else 1e-4, lr_scheduler_type="constant",
+        weight_decay=0.0, bf16=cuda, use_cpu=not cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
+        logging_steps=steps, save_strategy="no", report_to=[], remove_unused_columns=False,
+        dataloader_num_workers=0, seed=0, include_num_input_tokens_seen=True,
+        gradient_checkpointing=spec["gradient_checkpointing"], gradient_checkpointing_kwargs={"use_reentrant": False},
         deepspeed=str(SHIPPED / f"{spec['deepspeed']}.json") if spec["deepspeed"] else None)
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "attn_implementation": attention}
     if spec["method"] == "qlora":
@@ -250,6 +260,18 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     return result
 
 
+def guarded(train_run: Any, *args: Any) -> dict[str, Any]:
+    """One side of a run; a failure (out of memory, say) becomes its result, so the runs after it
+    still happen."""
+    try:
+        return dict(train_run(*args))
+    except Exception as error:  # noqa: BLE001 - any failure is a figure to report, not a crash
+        traceback.print_exc()
+        failure = {"error": f"{type(error).__name__}: {str(error).strip()[:300]}"}
+    release_memory()  # after the except block, which held the failed run's frames
+    return failure
+
+
 def run_one(work: Path, name: str, scale: str, steps: int, warmup: int) -> dict[str, Any]:
     from sftpack.train.attention import choose_attention  # noqa: PLC0415
     from sftpack.train.kernels import choose_kernels  # noqa: PLC0415
@@ -260,14 +282,16 @@ def run_one(work: Path, name: str, scale: str, steps: int, warmup: int) -> dict[
     from sftpack.data import PackDataset  # noqa: PLC0415
 
     seq_len = PackDataset(work / "pack").max_length
-    ours = train_sftpack(work, spec, model, steps, warmup)
-    baseline = train_baseline(work, spec, model, steps, warmup, baseline_attention(attention))
+    ours = guarded(train_sftpack, work, spec, model, steps, warmup)
+    baseline = guarded(train_baseline, work, spec, model, steps, warmup, baseline_attention(attention))
     release_memory()
     return {"name": name, "method": spec["method"], "model": spec["model"] + ("" if scale == "full" else f"-{scale}"),
             "seq_len": seq_len, "attention": attention, "kernels": kernels,
             "deepspeed": spec["deepspeed"], "gradient_checkpointing": spec["gradient_checkpointing"],
-            "tokens_per_s": ours["tokens_per_s"], "mfu": ours.get("mfu"), "peak_mem_gb": ours["peak_mem_gb"],
-            "final_loss": ours["final_loss"], "steps": ours["steps"], "baseline": baseline}
+            "rows_per_micro_step": spec["rows"], "grad_accum": spec["grad_accum"],
+            "tokens_per_s": ours.get("tokens_per_s"), "mfu": ours.get("mfu"), "peak_mem_gb": ours.get("peak_mem_gb"),
+            "final_loss": ours.get("final_loss"), "steps": ours.get("steps", 0),
+            **({"error": ours["error"]} if "error" in ours else {}), "baseline": baseline}
 
 
 def environment(work: Path) -> dict[str, Any]:
@@ -279,8 +303,12 @@ def environment(work: Path) -> dict[str, Any]:
             "torch": torch.__version__}
 
 
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
 def targets(runs: list[dict[str, Any]]) -> list[tuple[str, float | None, str, bool]]:
-    """(what, figure, target, met) for each target whose run is present."""
+    """(what, figure, target, met) for each target whose run is present; a failed side is no figure."""
     by = {r["name"]: r for r in runs}
     checks = []
     if "full-4b" in by:
@@ -288,17 +316,20 @@ def targets(runs: list[dict[str, Any]]) -> list[tuple[str, float | None, str, bo
         checks.append(("full-4b MFU", mfu, ">= 0.40", mfu is not None and mfu >= 0.40))
     if "lora-8b" in by:
         r = by["lora-8b"]
-        ratio = r["tokens_per_s"] / r["baseline"]["tokens_per_s"]
-        checks.append(("lora-8b tokens/s / baseline", ratio, ">= 1.3", ratio >= 1.3))
+        speedup = ratio(r["tokens_per_s"], r["baseline"].get("tokens_per_s"))
+        checks.append(("lora-8b tokens/s / baseline", speedup, ">= 1.3", speedup is not None and speedup >= 1.3))
     if "qlora-8b" in by:
         r = by["qlora-8b"]
-        mem, base = r["peak_mem_gb"], r["baseline"]["peak_mem_gb"]
-        ratio = mem / base if mem is not None and base else None
-        checks.append(("qlora-8b peak memory / baseline", ratio, "<= 0.8", ratio is not None and ratio <= 0.8))
+        memory = ratio(r["peak_mem_gb"], r["baseline"].get("peak_mem_gb"))
+        checks.append(("qlora-8b peak memory / baseline", memory, "<= 0.8", memory is not None and memory <= 0.8))
     if "zero3-2b" in by:
         r = by["zero3-2b"]
         checks.append(("zero3-2b steps run", float(r["steps"]), "to the end", r.get("completed", False)))
     return checks
+
+
+def shown(value: float | None, form: str) -> str:
+    return "-" if value is None else format(value, form)
 
 
 def report(result: dict[str, Any]) -> None:
@@ -307,15 +338,16 @@ def report(result: dict[str, Any]) -> None:
           f"{'mem GB':>7} {'base GB':>7}")
     for r in result["runs"]:
         b = r["baseline"]
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-"
-        base_mem = f"{b['peak_mem_gb']:.1f}" if b["peak_mem_gb"] is not None else "-"
-        ratio = r["tokens_per_s"] / b["tokens_per_s"]
-        print(f"{r['name']:10} {r['attention']:18} {r['kernels']:7} {r['tokens_per_s']:10,.0f} "
-              f"{b['tokens_per_s']:10,.0f} {ratio:6.2f} {mfu:>6} {mem:>7} {base_mem:>7}")
+        speed, base_speed = r["tokens_per_s"], b.get("tokens_per_s")
+        print(f"{r['name']:10} {r['attention']:18} {r['kernels']:7} {shown(speed, ',.0f'):>10} "
+              f"{shown(base_speed, ',.0f'):>10} {shown(ratio(speed, base_speed), '.2f'):>6} "
+              f"{shown(r['mfu'], '.1%'):>6} {shown(r['peak_mem_gb'], '.1f'):>7} "
+              f"{shown(b.get('peak_mem_gb'), '.1f'):>7}")
+        for side, failed in (("sftpack", r), ("baseline", b)):
+            if "error" in failed:
+                print(f"  {r['name']} {side} failed: {failed['error']}")
     for what, figure, target, met in targets(result["runs"]):
-        shown = "-" if figure is None else f"{figure:.2f}"
-        print(f"target {what}: {shown} (target {target}) {'met' if met else 'NOT met'}")
+        print(f"target {what}: {shown(figure, '.2f')} (target {target}) {'met' if met else 'NOT met'}")
 
 
 def previous_results(path: Path, here: dict[str, Any], names: list[str]) -> dict[str, Any]:

@@ -62,6 +62,8 @@ def test_the_bench_writes_every_run_beside_its_baseline(work: Path, tmp_path: Pa
         assert run["completed"] and run["steps"] == 3
         assert run["tokens_per_s"] > 0 and run["baseline"]["tokens_per_s"] > 0
         assert run["baseline"]["attention"] == "sdpa"  # no flash-attn on the CPU
+    full = result["runs"][0]  # one row a micro-step, two accumulated: 8,192 tokens a step like the rest
+    assert (full["rows_per_micro_step"], full["grad_accum"], full["gradient_checkpointing"]) == (1, 2, False)
     assert "target lora-8b tokens/s / baseline" in done.stdout
 
 
@@ -127,3 +129,28 @@ def test_the_gpu_script_refuses_before_it_spends_device_time(tmp_path: Path) -> 
         assert unprepared.returncode == 2, part
         assert "run 'python3 benches/bench_train_gpu.py prepare'" in unprepared.stderr
         assert unprepared.stdout == ""  # nothing installed, nothing imported
+
+
+def test_a_failed_run_is_reported_and_the_next_one_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """An out-of-memory run on the GPU is a result (its error, no figures), not the end of the
+    benchmark: its targets read as not met and the table names what failed."""
+    bench = bench_module()
+
+    def out_of_memory() -> dict[str, Any]:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    failed = bench.guarded(out_of_memory)
+    assert failed == {"error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert bench.guarded(lambda: {"tokens_per_s": 10.0}) == {"tokens_per_s": 10.0}
+    run = {"name": "full-4b", "attention": "varlen", "kernels": "liger", "tokens_per_s": None, "mfu": None,
+           "peak_mem_gb": None, "steps": 0, "completed": False, **failed,
+           "baseline": {"tokens_per_s": 9000.0, "peak_mem_gb": 60.0}}
+    lora = {**run, "name": "lora-8b", "tokens_per_s": 12000.0, "mfu": 0.41, "peak_mem_gb": 50.0, "steps": 20}
+    del lora["error"]
+    assert bench.targets([run, lora]) == [("full-4b MFU", None, ">= 0.40", False),
+                                          ("lora-8b tokens/s / baseline", 12000.0 / 9000.0, ">= 1.3", True)]
+    bench.report({"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "commit": "a" * 40, "runs": [run, lora]})
+    printed = capsys.readouterr().out
+    assert "full-4b sftpack failed: OutOfMemoryError" in printed
+    assert "target full-4b MFU: - (target >= 0.40) NOT met" in printed
+    assert "target lora-8b tokens/s / baseline: 1.33 (target >= 1.3) met" in printed
