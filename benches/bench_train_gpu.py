@@ -12,10 +12,10 @@ Two steps, because the GPU machine reads nothing beside the repository:
 `--runs` picks some; runs of one device and commit split over several commands add up in one file.
 
 Runs (random-init models from real configs, nothing downloaded; the Qwen3 tokenizer of tests/data
-and the real multi-turn corpus of benches/corpus.py, 8,192 tokens an optimizer step: 2 rows of
-4,096, or 1 row a micro-step accumulated twice where the activations of 2 would not fit):
+and the real multi-turn corpus of benches/corpus.py; 8,192 tokens an optimizer step, as two
+accumulated micro-steps of one 4,096-token row):
 
-    full-4b    full SFT of Qwen3-4B, 1 row x 2 accumulated         target: MFU >= 0.40 (aim 0.45)
+    full-4b    full SFT of Qwen3-4B                                target: MFU >= 0.40 (aim 0.45)
     lora-8b    LoRA r16 on every linear layer of Qwen3-8B          target: >= 1.3x the baseline's tokens/s
     qlora-8b   QLoRA (NF4 base, bitsandbytes) r16 on Qwen3-8B      target: peak memory <= 0.8x the baseline's
     zero3-2b   full SFT of Qwen3-1.7B under DeepSpeed ZeRO-3       target: runs to the end
@@ -59,19 +59,17 @@ MODELS: dict[str, dict[str, Any]] = {
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16}
 LORA = {"lora_r": 16, "lora_alpha": 32, "target_modules": "all-linear"}
-# Full SFT of 4B without recomputation: bf16 weights, gradients and AdamW state take ~32 GB and one
-# 4,096-token row's activations ~20 GB, so one row a micro-step fits 80 GB where two would not, and
-# useful FLOPs are all the GPU does (with checkpointing MFU cannot pass ~3/4 of the hardware's rate).
 RUNS: dict[str, dict[str, Any]] = {
-    "full-4b": {"method": "full", "model": "qwen3-4b", "gradient_checkpointing": False, "deepspeed": None,
-                "rows": 1, "grad_accum": 2},
-    "lora-8b": {"method": "lora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None,
-                "rows": 2, "grad_accum": 1},
-    "qlora-8b": {"method": "qlora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None,
-                 "rows": 2, "grad_accum": 1},
-    "zero3-2b": {"method": "full", "model": "qwen3-1.7b", "gradient_checkpointing": True, "deepspeed": "zero3",
-                 "rows": 2, "grad_accum": 1},
+    "full-4b": {"method": "full", "model": "qwen3-4b", "gradient_checkpointing": False, "deepspeed": None},
+    "lora-8b": {"method": "lora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None},
+    "qlora-8b": {"method": "qlora", "model": "qwen3-8b", "gradient_checkpointing": False, "deepspeed": None},
+    "zero3-2b": {"method": "full", "model": "qwen3-1.7b", "gradient_checkpointing": True, "deepspeed": "zero3"},
 }
+# One row a micro-step, two accumulated: without recomputation one row's activations (~20 GB for
+# Qwen3-4B) fit on an 80 GB GPU beside full SFT's bf16 weights, gradients and AdamW state (~32 GB),
+# and beside the baseline's full-vocabulary logits at 8B; two rows at once would not.
+ROWS_PER_MICRO_STEP = 1
+GRAD_ACCUM = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,9 +160,9 @@ def train_sftpack(work: Path, spec: dict[str, Any], model: Path, steps: int, war
         "model": {"path": str(model), "dtype": "bfloat16", "attention": "auto", "kernels": "auto",
                   "gradient_checkpointing": spec["gradient_checkpointing"]},
         "method": method,
-        "data": {"pack": str(work / "pack"), "batch_size": spec["rows"]},
+        "data": {"pack": str(work / "pack"), "batch_size": ROWS_PER_MICRO_STEP},
         "optim": {"lr": 1e-5 if spec["method"] == "full" else 1e-4, "max_steps": steps, "scheduler": "constant",
-                  "grad_accum": spec["grad_accum"]},
+                  "grad_accum": GRAD_ACCUM},
         "output": {"dir": str(out), "report_to": [], "save_every": 0},
     }
     if spec["deepspeed"]:
@@ -208,7 +206,7 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     from sftpack.train.zero import SHIPPED  # noqa: PLC0415
 
     cuda = torch.cuda.is_available()
-    rows = pack_documents(work / "pack", steps * spec["rows"] * spec["grad_accum"] * 2)
+    rows = pack_documents(work / "pack", steps * ROWS_PER_MICRO_STEP * GRAD_ACCUM * 2)
     flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
                                          return_flash_attn_kwargs=attention.startswith("flash_attention"))
 
@@ -228,7 +226,7 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     # The arguments come first: under ZeRO-3 they make from_pretrained load the model partitioned.
     args = TrainingArguments(
         output_dir=str(Path(os.environ.get("SFTPACK_BENCH_RUNS", "/tmp/sftpack-bench/runs")) / "baseline"),
-        per_device_train_batch_size=spec["rows"], gradient_accumulation_steps=spec["grad_accum"],
+        per_device_train_batch_size=ROWS_PER_MICRO_STEP, gradient_accumulation_steps=GRAD_ACCUM,
         max_steps=steps, learning_rate=1e-5 if spec["method"] == "full" else 1e-4, lr_scheduler_type="constant",
         weight_decay=0.0, bf16=cuda, use_cpu=not cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
         logging_steps=steps, save_strategy="no", report_to=[], remove_unused_columns=False,
@@ -288,7 +286,7 @@ def run_one(work: Path, name: str, scale: str, steps: int, warmup: int) -> dict[
     return {"name": name, "method": spec["method"], "model": spec["model"] + ("" if scale == "full" else f"-{scale}"),
             "seq_len": seq_len, "attention": attention, "kernels": kernels,
             "deepspeed": spec["deepspeed"], "gradient_checkpointing": spec["gradient_checkpointing"],
-            "rows_per_micro_step": spec["rows"], "grad_accum": spec["grad_accum"],
+            "rows_per_micro_step": ROWS_PER_MICRO_STEP, "grad_accum": GRAD_ACCUM,
             "tokens_per_s": ours.get("tokens_per_s"), "mfu": ours.get("mfu"), "peak_mem_gb": ours.get("peak_mem_gb"),
             "final_loss": ours.get("final_loss"), "steps": ours.get("steps", 0),
             **({"error": ours["error"]} if "error" in ours else {}), "baseline": baseline}
