@@ -136,8 +136,8 @@ def test_liger_kernels_give_the_unfused_loss_and_gradients(setup: dict[str, Path
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_zero_trains_like_plain_torch_on_one_gpu(setup: dict[str, Path], tmp_path: Path, zero: str,
                                                  method: str) -> None:
-    """The CPU suite proves this under gloo; here DeepSpeed's CUDA path (NCCL, its fused Adam, the
-    varlen kernel that `attention: auto` picks) must give plain torch's losses too."""
+    """The CPU suite proves this under gloo; here DeepSpeed's CUDA path (NCCL, torch's fused AdamW
+    inside it, the varlen kernel that `attention: auto` picks) must give plain torch's losses too."""
     pytest.importorskip("deepspeed")
 
     def run(name: str, deepspeed: str | None) -> list[float]:
