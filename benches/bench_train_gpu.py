@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import shutil
@@ -280,7 +281,13 @@ def run_one(work: Path, name: str, scale: str, steps: int, warmup: int) -> dict[
     from sftpack.data import PackDataset  # noqa: PLC0415
 
     seq_len = PackDataset(work / "pack").max_length
+    # Liger swaps Qwen3's RoPE function in transformers' module for our run (sftpack puts its
+    # classes back itself); the baseline runs transformers' own code, so all of it is restored.
+    modeling = importlib.import_module("transformers.models.qwen3.modeling_qwen3")
+    stock = dict(vars(modeling))
     ours = guarded(train_sftpack, work, spec, model, steps, warmup)
+    for attribute, value in stock.items():
+        setattr(modeling, attribute, value)
     baseline = guarded(train_baseline, work, spec, model, steps, warmup, baseline_attention(attention))
     release_memory()
     return {"name": name, "method": spec["method"], "model": spec["model"] + ("" if scale == "full" else f"-{scale}"),

@@ -279,6 +279,32 @@ def test_fused_kernels_are_chosen_where_they_run() -> None:
         choose_kernels("triton")
 
 
+@pytest.mark.parametrize("adapter", [False, True], ids=["full", "lora"])
+def test_liger_fuses_the_model_it_is_given_and_no_model_built_after_it(adapter: bool) -> None:
+    """Liger swaps the classes of the family's transformers module as well as the given model's
+    modules; a model built later in the same process (the GPU bench's baseline, a reference, a
+    chat after training) must get transformers' own modules. Patching runs on the CPU."""
+    pytest.importorskip("liger_kernel")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from sftpack.train.kernels import apply_kernels
+
+    config = Qwen3Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    model = AutoModelForCausalLM.from_config(config)
+    if adapter:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    apply_kernels(model, "liger")
+    fused = model.get_base_model() if adapter else model
+    assert fused.model.norm._get_name() == "LigerRMSNorm"
+    assert {layer.mlp._get_name() for layer in fused.model.layers} == {"LigerSwiGLUMLP"}
+
+    later = AutoModelForCausalLM.from_config(config)
+    assert later.model.norm._get_name() == "Qwen3RMSNorm"
+    assert {layer.mlp._get_name() for layer in later.model.layers} == {"Qwen3MLP"}
+
+
 @pytest.mark.parametrize(("capability", "flash_packages", "torch_varlen", "chosen"), [
     ((9, 0), {"flash-attn-4", "flash-attn"}, True, "flash_attention_4"),
     ((10, 0), {"flash-attn-4"}, True, "flash_attention_4"),

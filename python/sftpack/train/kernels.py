@@ -15,6 +15,7 @@ Both compute the same function (tests/test_gpu.py compares losses and gradients 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any
 
 import torch
@@ -46,14 +47,23 @@ def choose_kernels(requested: str) -> str:
 
 
 def apply_kernels(model: Any, choice: str) -> None:
-    """Patches Liger's RMSNorm, RoPE and SwiGLU into a loaded model (its base under an adapter)."""
+    """Patches Liger's RMSNorm, RoPE and SwiGLU into a loaded model (its base under an adapter).
+
+    Liger also swaps the classes in the model family's transformers module, so that every model
+    built later in the process would be fused too; those are put back, so only this model is (a
+    baseline or reference built afterwards gets transformers' own modules). The RoPE function stays
+    swapped: the attention layers look it up in that module as they run."""
     if choice != "liger":
         return
     from liger_kernel.transformers import _apply_liger_kernel_to_instance  # noqa: PLC0415
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    modeling = sys.modules[type(base).__module__]
+    classes = {name: value for name, value in vars(modeling).items() if isinstance(value, type)}
     _apply_liger_kernel_to_instance(model=base, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                     fused_linear_cross_entropy=False)
+    for name, value in classes.items():
+        setattr(modeling, name, value)
 
 
 def fused_linear_cross_entropy(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
