@@ -1,8 +1,8 @@
 """GPU training benchmark: every configuration trained by `sftpack train` and, in the same process
 on the same GPU, by a baseline — transformers' Trainer on the same pack's documents through its
-padding-free collator (DataCollatorWithFlattening), with the same attention kernel where
-transformers has it (flash_attention_4 or _2 when ours is one, else SDPA, which keeps packed
-documents apart by their position_ids). Writes benches/results/train_gpu.json.
+padding-free collator (DataCollatorWithFlattening), with the same attention kernel as ours
+(flash-attn's, or PyTorch's varlen kernel registered in transformers under sftpack's name), so the
+difference is the rest of the training step; SDPA on the CPU. Writes benches/results/train_gpu.json.
 
 Two steps, because the GPU machine reads nothing beside the repository:
 
@@ -189,8 +189,12 @@ def pack_documents(pack: Path, rows: int) -> list[list[dict[str, list[int]]]]:
 
 
 def baseline_attention(ours: str) -> str:
-    """The kernel transformers itself offers for padding-free batches nearest to ours."""
-    return ours if ours in ("flash_attention_2", "flash_attention_4") else "sdpa"
+    """Our padding-free kernel, by the name transformers knows it under (PyTorch's varlen kernel is
+    registered there as sftpack's), fed the collator's cu_seq_lens; else SDPA, which keeps the
+    flattened documents apart by their position_ids."""
+    from sftpack.train.attention import PADDING_FREE, transformers_name  # noqa: PLC0415
+
+    return transformers_name(ours) if ours in PADDING_FREE else "sdpa"
 
 
 def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int, warmup: int,
@@ -209,7 +213,7 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
     cuda = torch.cuda.is_available()
     rows = pack_documents(work / "pack", steps * ROWS_PER_MICRO_STEP * GRAD_ACCUM * 2)
     flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100,
-                                         return_flash_attn_kwargs=attention.startswith("flash_attention"))
+                                         return_flash_attn_kwargs=attention != "sdpa")
 
     def collate(batch: list[list[dict[str, list[int]]]]) -> dict[str, Any]:
         return flatten([document for row in batch for document in row])

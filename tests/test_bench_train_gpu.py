@@ -155,3 +155,19 @@ def test_a_failed_run_is_reported_and_the_next_one_goes_on(capsys: pytest.Captur
     assert "full-4b sftpack failed: OutOfMemoryError" in printed
     assert "target full-4b MFU: - (target >= 0.40) NOT met" in printed
     assert "target lora-8b tokens/s / baseline: 1.33 (target >= 1.3) met" in printed
+
+
+def test_the_baseline_trains_with_our_attention_kernel() -> None:
+    """What the bench compares is the rest of the training step: the baseline gets the kernel that
+    `attention: auto` picked for us (PyTorch's varlen one through the name sftpack registers in
+    transformers, fed by the flattening collator's cu_seq_lens), SDPA only where ours is SDPA."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from sftpack.train.attention import varlen_attention_forward
+
+    bench = bench_module()
+    assert bench.baseline_attention("varlen") == "sftpack_varlen"
+    assert ALL_ATTENTION_FUNCTIONS["sftpack_varlen"] is varlen_attention_forward
+    assert bench.baseline_attention("flash_attention_2") == "flash_attention_2"
+    assert bench.baseline_attention("flash_attention_4") == "flash_attention_4"
+    assert bench.baseline_attention("sdpa") == "sdpa"
