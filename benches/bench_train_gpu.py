@@ -197,6 +197,21 @@ def baseline_attention(ours: str) -> str:
     return transformers_name(ours) if ours in PADDING_FREE else "sdpa"
 
 
+def trainer_deepspeed_config(stage: str | None) -> dict[str, Any] | None:
+    """Our shipped ZeRO settings for the Trainer: sftpack writes the batch, precision and
+    clipping entries itself (train/zero.py), the Trainer fills them where they say "auto"."""
+    if stage is None:
+        return None
+    from sftpack.train.zero import SHIPPED  # noqa: PLC0415
+
+    config: dict[str, Any] = json.loads((SHIPPED / f"{stage}.json").read_text())
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                "gradient_clipping"):
+        config[key] = "auto"
+    config["bf16"] = {"enabled": "auto"}
+    return config
+
+
 def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int, warmup: int,
                    attention: str) -> dict[str, Any]:
     import torch  # noqa: PLC0415
@@ -207,8 +222,6 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
         TrainerCallback,
         TrainingArguments,
     )
-
-    from sftpack.train.zero import SHIPPED  # noqa: PLC0415
 
     cuda = torch.cuda.is_available()
     rows = pack_documents(work / "pack", steps * ROWS_PER_MICRO_STEP * GRAD_ACCUM * 2)
@@ -228,6 +241,12 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
             self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen)))
 
     release_memory()
+    if spec["deepspeed"]:
+        # The Trainer's DeepSpeed wants what a launcher sets for one process; sftpack's run left
+        # its one-process group initialised, which the Trainer then uses.
+        for name, value in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                            "MASTER_PORT": "29517"}.items():
+            os.environ.setdefault(name, value)
     # The arguments come first: under ZeRO-3 they make from_pretrained load the model partitioned.
     args = TrainingArguments(
         output_dir=str(Path(os.environ.get("SFTPACK_BENCH_RUNS", "/tmp/sftpack-bench/runs")) / "baseline"),
@@ -237,7 +256,7 @@ def train_baseline(work: Path, spec: dict[str, Any], model_dir: Path, steps: int
         logging_steps=steps, save_strategy="no", report_to=[], remove_unused_columns=False,
         dataloader_num_workers=0, seed=0, include_num_input_tokens_seen=True,
         gradient_checkpointing=spec["gradient_checkpointing"], gradient_checkpointing_kwargs={"use_reentrant": False},
-        deepspeed=str(SHIPPED / f"{spec['deepspeed']}.json") if spec["deepspeed"] else None)
+        deepspeed=trainer_deepspeed_config(spec["deepspeed"]))
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16, "attn_implementation": attention}
     if spec["method"] == "qlora":
         from transformers import BitsAndBytesConfig  # noqa: PLC0415

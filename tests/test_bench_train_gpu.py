@@ -49,22 +49,25 @@ def test_the_bench_writes_every_run_beside_its_baseline(work: Path, tmp_path: Pa
     results = tmp_path / "train_gpu.json"
     env = {**os.environ, "SFTPACK_BENCH_MODELS": str(tmp_path / "models"), "SFTPACK_BENCH_RUNS": str(tmp_path / "runs")}
     done = subprocess.run([sys.executable, str(BENCH), "run", "--work", str(work), "--scale", "tiny",
-                           "--runs", "full-4b,lora-8b", "--steps", "3", "--warmup", "1", "--json", str(results)],
+                           "--runs", "full-4b,lora-8b,zero3-2b", "--steps", "3", "--warmup", "1",
+                           "--json", str(results)],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(results.read_text())
     assert result["device"] == "cpu" and result["torch"] == torch.__version__
     assert len(result["commit"].removesuffix("-dirty")) == 40
-    assert [r["name"] for r in result["runs"]] == ["full-4b", "lora-8b"]
-    for run, method in zip(result["runs"], ["full", "lora"], strict=True):
+    assert [r["name"] for r in result["runs"]] == ["full-4b", "lora-8b", "zero3-2b"]
+    # ZeRO-3 on both sides: ours through sftpack's backend, the Trainer's through its integration
+    for run, method, zero in zip(result["runs"], ["full", "lora", "full"], [None, None, "zero3"], strict=True):
         assert RUN_FIELDS <= set(run)
-        assert run["method"] == method and run["seq_len"] == 512 and run["deepspeed"] is None
+        assert run["method"] == method and run["seq_len"] == 512 and run["deepspeed"] == zero
         assert run["completed"] and run["steps"] == 3
         assert run["tokens_per_s"] > 0 and run["baseline"]["tokens_per_s"] > 0
         assert run["baseline"]["attention"] == "sdpa"  # no flash-attn on the CPU
         assert "error" not in run and "error" not in run["baseline"]
         # one row a micro-step, two accumulated (8,192 tokens an optimizer step at full scale)
-        assert (run["rows_per_micro_step"], run["grad_accum"], run["gradient_checkpointing"]) == (1, 2, False)
+        assert (run["rows_per_micro_step"], run["grad_accum"]) == (1, 2)
+        assert run["gradient_checkpointing"] == (zero is not None)
     assert "target lora-8b tokens/s / baseline" in done.stdout
 
 
