@@ -11,9 +11,9 @@
 #     (or a few at a time: ... bench --runs full-4b,lora-8b, then --runs qlora-8b,zero3-2b: one file)
 #   bash scripts/gpu_checks.sh long     # benches/bench_long_context.py: the longest row of a 4B model
 # Logs and benches' JSON go to $OUT when it is set (else benches/results/): 7 files at most, within
-# the 8 a device command brings back. `all` stops each part
-# when the budget ($GPU_BUDGET_S seconds, default 560: a device command's 600 less a margin) runs
-# out, so whatever finished is written before the command is cut off.
+# the 8 a device command brings back. `all` stops each part when the budget ($GPU_BUDGET_S seconds,
+# default 560: a device command's 600 less a margin) runs out, so whatever finished is written
+# before the command is cut off.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-tests}

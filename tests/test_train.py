@@ -280,15 +280,21 @@ def test_fused_kernels_are_chosen_where_they_run() -> None:
 
 
 @pytest.mark.parametrize("adapter", [False, True], ids=["full", "lora"])
-def test_liger_fuses_the_model_it_is_given_and_no_model_built_after_it(adapter: bool) -> None:
+def test_liger_fuses_the_model_it_is_given_and_no_model_built_after_it(adapter: bool,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Liger swaps the classes of the family's transformers module as well as the given model's
     modules; a model built later in the same process (the GPU bench's baseline, a reference, a
     chat after training) must get transformers' own modules. Patching runs on the CPU."""
     pytest.importorskip("liger_kernel")
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Qwen3Config
+    from transformers.models.qwen3 import modeling_qwen3
 
     from sftpack.train.kernels import apply_kernels
+
+    # Liger's RoPE (a Triton kernel) stays in the module by design: put transformers' back after
+    # this test, for the CPU tests that run Qwen3 models later in this process.
+    monkeypatch.setattr(modeling_qwen3, "apply_rotary_pos_emb", modeling_qwen3.apply_rotary_pos_emb)
 
     config = Qwen3Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=8)
