@@ -135,15 +135,14 @@ def template_check(tokenizer: Path, data: Sequence[str | Path], template: str | 
     format it reads, ``format`` and ``map_fn`` included); each result names its record as
     ``where`` (file:line, and the element of a JSON array).
     """
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
     from .encoding import Encoder  # noqa: PLC0415
     from .errors import RecordError  # noqa: PLC0415
+    from .hf_tokenizer import load_hf_tokenizer  # noqa: PLC0415
     from .jobs import samples  # noqa: PLC0415
 
-    reference = AutoTokenizer.from_pretrained(str(tokenizer))
     kwargs = template_kwargs or {}
     encoder = Encoder(tokenizer, template=template, template_kwargs=kwargs)
+    reference = load_hf_tokenizer(Path(tokenizer), encoder)
     results: list[dict[str, Any]] = []
     # overlong=truncate: a record's length is preprocess's business, not the template's
     for sample in samples(data, tokenizer, n, template=template, template_kwargs=kwargs, format=format,

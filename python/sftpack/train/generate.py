@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..encoding import Encoder, StopTokens
+from ..hf_tokenizer import load_hf_tokenizer
 from ..settings import TOKENIZER_TEMPLATE
 
 # Attention implementations that run transformers' generation loop (KV cache, one new token at a
@@ -76,10 +77,8 @@ class ChatFormat:
 
     def __init__(self, encoder: Encoder, tokenizer_dir: Path, extra_stop_ids: list[int] | None = None,
                  trust_remote_code: bool = False) -> None:
-        from transformers import AutoTokenizer  # noqa: PLC0415
-
         self.encoder = encoder
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=trust_remote_code)
+        self.tokenizer = load_hf_tokenizer(tokenizer_dir, encoder, trust_remote_code)
         engine = encoder.stop_tokens()
         self.stops = StopTokens(ids=sorted(set(engine.ids) | set(extra_stop_ids or [])), texts=engine.texts)
 
