@@ -22,15 +22,16 @@ from sftpack.preprocess import preprocess
 torch = pytest.importorskip("torch")
 
 WORKER = """
-import sys, torch, torch.distributed as dist
+import json, sys, torch, torch.distributed as dist
 from transformers import AutoModelForCausalLM
 from sftpack import PackDataset
 from sftpack.data import collate_padding_free
+from sftpack.train import process_groups
 from sftpack.train.attention import transformers_name
 from sftpack.train.loss import TokenLoss
 from sftpack.train.sequence_parallel import SequenceParallel, activate
 
-dist.init_process_group("gloo")
+process_groups.start("gloo")
 pack, model_dir, rows, chunk, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 data = PackDataset(pack)
 batch = collate_padding_free([data[int(i)] for i in rows.split(",")], "pt")
@@ -46,9 +47,13 @@ dist.all_reduce(total)
 grads = {name: p.grad.clone() for name, p in model.named_parameters()}
 for grad in grads.values():
     dist.all_reduce(grad)
-if dist.get_rank() == 0:
+rank = dist.get_rank()
+if rank == 0:
     torch.save({"loss": total, "grads": grads}, out)
-dist.destroy_process_group()
+activate(None)
+del parallel, loss  # the group, and the graph whose all-to-all kept it
+process_groups.end()
+json.dump(process_groups.gloo_threads(), open(f"{out}.rank{rank}.threads", "w"))
 """
 
 
@@ -108,6 +113,8 @@ def test_two_ranks_give_the_losses_and_gradients_of_unpacked_documents(
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                     str(29520 + chunk), str(tmp_path / "worker.py"), str(pack), str(model_dir),
                     ",".join(map(str, rows)), str(chunk), str(tmp_path / "sp.pt")], check=True, timeout=600)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"sp.pt.rank{rank}.threads").read_text()) == [], "gloo threads outlive the run"
     parallel = torch.load(tmp_path / "sp.pt")
     loss, grads = unpacked_reference(pack, model_dir, rows)
     assert abs(float(parallel["loss"]) - float(loss)) <= 1e-5 * abs(float(loss))
@@ -169,6 +176,30 @@ def test_training_with_sequence_parallel_ranks_logs_the_losses_without_them(
     assert len(parallel) == len(plain) == 6
     for one, split in zip(plain, parallel, strict=True):
         assert abs(one - split) <= 1e-4 * max(abs(one), 1e-3), (plain, parallel)
+
+
+TRAIN_WORKER = """
+import json, os, sys
+from sftpack.train import train
+from sftpack.train.process_groups import gloo_threads
+
+recipe, out = sys.argv[1], sys.argv[2]
+train(recipe, [f"output.dir={out}", "distributed.sequence_parallel=2"])
+json.dump(gloo_threads(), open(f"{out}/rank{os.environ['RANK']}.json", "w"))
+"""
+
+
+def test_a_finished_run_leaves_no_gloo_thread_for_the_interpreter_shutdown(
+        quickstart_recipe: Path, tmp_path: Path) -> None:
+    """A gloo thread still running when Python shuts down can abort a finished run (SIGABRT); each
+    rank's groups, DistributedDataParallel's and the sequence-parallel one, end with train()."""
+    (tmp_path / "worker.py").write_text(TRAIN_WORKER)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29522",
+                    str(tmp_path / "worker.py"), str(quickstart_recipe), str(tmp_path / "out")],
+                   check=True, timeout=600, env=env)
+    for rank in range(2):
+        assert json.loads((tmp_path / "out" / f"rank{rank}.json").read_text()) == [], rank
 
 
 def test_sequence_parallel_needs_as_many_processes(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from ..data import PackDataset, PackLoader, PackMixture, collate_padded, collate
 from ..encoding import pack_template_kwargs
 from ..errors import ConfigError
 from ..record import TrainingRecord
-from . import zero
+from . import process_groups, zero
 from .attention import PADDING_FREE, choose_attention
 from .backends import make_backend
 from .checkpoint import Checkpoints
@@ -47,10 +47,10 @@ def _distributed(deepspeed: bool) -> tuple[int, int]:
         for name in ("LOCAL_RANK", "RANK"):
             os.environ.setdefault(name, "0")
         if not torch.distributed.is_initialized():
-            torch.distributed.init_process_group(BACKEND, store=torch.distributed.HashStore(),  # type: ignore[attr-defined]
-                                                 rank=0, world_size=1)
+            process_groups.start(BACKEND, store=torch.distributed.HashStore(),  # type: ignore[attr-defined]
+                                 rank=0, world_size=1)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(BACKEND)
+        process_groups.start(BACKEND)
     if deepspeed:
         # DeepSpeed's own view of the group: ZeRO-3 reads the world size from it while the
         # weights are partitioned at load time, before deepspeed.initialize() would set it up
@@ -373,9 +373,14 @@ class SFTRecipe:
             set_peft_model_state_dict(self.model, load_file(str(checkpoint / "adapter_model.safetensors")))
 
     def cleanup(self) -> None:
+        activate(None)
         # a one-process DeepSpeed group stays: DeepSpeed caches it for the next run in this process
         if getattr(self, "world", 1) > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+            # DistributedDataParallel, DeepSpeed's engine and sequence parallelism hold groups: let
+            # go of them, so that ending the groups joins their threads now (process_groups.py)
+            for holder in ("backend", "checkpoints", "sequence_parallel"):
+                self.__dict__.pop(holder, None)
+            process_groups.end()
 
 
 def train(config: TrainConfig | str | Path, overrides: list[str] | None = None) -> Path:
