@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .encoding import Encoder
-from .errors import RecordError
+from .errors import ConfigError, RecordError
 
 # Spaces, digits, punctuation, newlines, tabs, CJK, accents and an emoji: the pieces whose
 # pre-tokenization differs between byte-level and SentencePiece-style pipelines.
@@ -44,7 +44,11 @@ def load_hf_tokenizer(folder: Path, encoder: Encoder, trust_remote_code: bool = 
     import transformers  # noqa: PLC0415
     from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: PLC0415
 
-    loaded = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    try:
+        loaded = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except (OSError, TypeError, ValueError) as error:  # transformers 4.x fails where 5.x builds an empty one
+        raise ConfigError(f"transformers {transformers.__version__} cannot load the tokenizer in {folder} ({error})"
+                          f"\nhint: {_tokenizer_json_fix(folder)}") from error
     if agrees_with_engine(loaded, encoder):
         return loaded
     what = (f"transformers {transformers.__version__} loads the tokenizer in {folder} as "
@@ -52,10 +56,7 @@ def load_hf_tokenizer(folder: Path, encoder: Encoder, trust_remote_code: bool = 
             "(what sftpack trains with)")
     unreadable = "decoded replies may not read as the model wrote them"
     if not (folder / "tokenizer.json").is_file():
-        fix = (f"unpack {folder / 'tokenizer.json.gz'}: transformers reads tokenizer.json only"
-               if (folder / "tokenizer.json.gz").is_file() else
-               f"give the folder a tokenizer.json (`sftpack convert-tokenizer {folder}`)")
-        warnings.warn(f"{what}: {unreadable}\nhint: {fix}", stacklevel=2)
+        warnings.warn(f"{what}: {unreadable}\nhint: {_tokenizer_json_fix(folder)}", stacklevel=2)
         return loaded
     exact = PreTrainedTokenizerFast.from_pretrained(str(folder))
     if not agrees_with_engine(exact, encoder):
@@ -66,3 +67,11 @@ def load_hf_tokenizer(folder: Path, encoder: Encoder, trust_remote_code: bool = 
                   f"or set \"tokenizer_class\": \"PreTrainedTokenizerFast\" in {folder / 'tokenizer_config.json'} "
                   "so other tools load it right too", stacklevel=2)
     return exact
+
+
+def _tokenizer_json_fix(folder: Path) -> str:
+    if (folder / "tokenizer.json.gz").is_file():
+        return f"unpack {folder / 'tokenizer.json.gz'}: transformers reads tokenizer.json only"
+    if (folder / "tokenizer.json").is_file():
+        return "check that the folder loads with transformers.AutoTokenizer on its own"
+    return f"give the folder a tokenizer.json (`sftpack convert-tokenizer {folder}`)"
