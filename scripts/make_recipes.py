@@ -32,7 +32,7 @@ FAMILIES = [
 ]
 
 METHODS = {
-    "qlora": {"title": "QLoRA (4-bit NF4 base, LoRA adapters; a CUDA GPU and bitsandbytes)",
+    "qlora": {"title": "QLoRA (4-bit NF4 base, LoRA adapters; bitsandbytes, a CUDA GPU for a model this size)",
               "method": "  name: qlora\n  lora_r: 64\n  lora_alpha: 16\n  lora_dropout: 0.1\n"
                         "  target_modules: all-linear\n  quant_type: nf4\n  double_quant: true\n"
                         "  compute_dtype: bfloat16\n",

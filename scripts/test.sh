@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-echo "== install (sftpack with its train, deepspeed, kernels, ray, studio and test extras)"
+echo "== install (sftpack with its train, deepspeed, qlora, kernels, ray, studio and test extras)"
 # Rebuilds the engine only where the sources changed (cargo reuses target/).
-python3 -m pip install -q ".[train,deepspeed,kernels,ray,studio,test]"
+python3 -m pip install -q ".[train,deepspeed,qlora,kernels,ray,studio,test]"
 # The studio's browser tests drive Debian's Chromium through its driver; nothing downloads a browser.
 if ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then

@@ -1,7 +1,8 @@
 """The GPU benches work before a GPU session spends time on them: on the CPU, at `--scale tiny`,
-bench_train_gpu.py prepares its pack, trains each configuration and its transformers-Trainer
-baseline and writes the results file issue 23 specifies (its baseline sees exactly our tokens);
-bench_long_context.py doubles the row length while a row trains and records each attempt."""
+bench_train_gpu.py prepares its pack, trains each configuration (QLoRA too: bitsandbytes' 4-bit
+layers run on the CPU) and its transformers-Trainer baseline and writes the results file issue 23
+specifies (its baseline sees exactly our tokens); bench_long_context.py doubles the row length
+while a row trains and records each attempt."""
 
 from __future__ import annotations
 
@@ -49,16 +50,17 @@ def test_the_bench_writes_every_run_beside_its_baseline(work: Path, tmp_path: Pa
     results = tmp_path / "train_gpu.json"
     env = {**os.environ, "SFTPACK_BENCH_MODELS": str(tmp_path / "models"), "SFTPACK_BENCH_RUNS": str(tmp_path / "runs")}
     done = subprocess.run([sys.executable, str(BENCH), "run", "--work", str(work), "--scale", "tiny",
-                           "--runs", "full-4b,lora-8b,zero3-2b", "--steps", "3", "--warmup", "1",
+                           "--runs", "full-4b,lora-8b,qlora-8b,zero3-2b", "--steps", "3", "--warmup", "1",
                            "--json", str(results)],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(results.read_text())
     assert result["device"] == "cpu" and result["torch"] == torch.__version__
     assert len(result["commit"].removesuffix("-dirty")) == 40
-    assert [r["name"] for r in result["runs"]] == ["full-4b", "lora-8b", "zero3-2b"]
+    assert [r["name"] for r in result["runs"]] == ["full-4b", "lora-8b", "qlora-8b", "zero3-2b"]
     # ZeRO-3 on both sides: ours through sftpack's backend, the Trainer's through its integration
-    for run, method, zero in zip(result["runs"], ["full", "lora", "full"], [None, None, "zero3"], strict=True):
+    for run, method, zero in zip(result["runs"], ["full", "lora", "qlora", "full"], [None, None, None, "zero3"],
+                                 strict=True):
         assert RUN_FIELDS <= set(run)
         assert run["method"] == method and run["seq_len"] == 512 and run["deepspeed"] == zero
         assert run["completed"] and run["steps"] == 3

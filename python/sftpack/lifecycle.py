@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .record import RECORD_FILE, TrainingRecord
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -22,13 +25,44 @@ def remote_code(*folders: Path | None) -> bool:
     return False
 
 
-def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB") -> Path:
+def saved_dtype(model: Path) -> str:
+    """The dtype a Hugging Face model folder's weights were saved in (config.json)."""
+    config = json.loads((model / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
+def qlora_base(base: Path, record: TrainingRecord, device: str, trust_remote_code: bool) -> Any:
+    """The base model quantized to 4 bits as the QLoRA recipe in ``record`` quantized it while
+    training (same settings, same dtype before quantizing): the weights its adapter was trained on."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    from .train.model import DTYPES, quantization_config  # noqa: PLC0415
+
+    method, model = record.config.get("method", {}), record.config.get("model", {})
+    settings = quantization_config(method.get("quant_type", "nf4"), method.get("double_quant", True),
+                                   method.get("compute_dtype", "bfloat16"))
+    return AutoModelForCausalLM.from_pretrained(str(base), dtype=DTYPES[model.get("dtype", "float32")],
+                                                quantization_config=settings, device_map={"": device},
+                                                trust_remote_code=trust_remote_code)
+
+
+def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB", original_base: bool = False) -> Path:
     """Folds a LoRA adapter into its base model and writes a plain Hugging Face model (dtype of
-    the base kept, sharded safetensors) that AutoModelForCausalLM loads."""
+    the base kept, sharded safetensors) that AutoModelForCausalLM loads.
+
+    A QLoRA adapter was trained on the base's weights rounded to 4 bits; it is folded into those
+    (dequantized to the base's dtype), so the merged model computes what training evaluated.
+    ``original_base`` folds it into the unrounded weights instead."""
+    import torch  # noqa: PLC0415
     from peft import PeftModel  # noqa: PLC0415
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto", trust_remote_code=remote_code(adapter))
+    trust = remote_code(adapter)
+    record = TrainingRecord.read(adapter)
+    if record is not None and record.method == "qlora" and not original_base:
+        model = qlora_base(base, record, "cpu", trust).dequantize().to(getattr(torch, saved_dtype(base)))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto", trust_remote_code=trust)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), max_shard_size=max_shard_size)
     for source in (adapter, base):
@@ -58,7 +92,6 @@ class ChatSession:
     def __init__(self, model: Path, adapter: Path | None = None, template: str | None = None,
                  system: str | None = None) -> None:
         import torch  # noqa: PLC0415
-        from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
         from .train.generate import ChatFormat  # noqa: PLC0415
 
@@ -67,16 +100,31 @@ class ChatSession:
         trust = remote_code(adapter, model)
         self.chat = ChatFormat.for_folder(adapter or model, tokenizer_dir, template, base=model,
                                           trust_remote_code=trust)
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(model), dtype="auto", trust_remote_code=trust)
+        self.model: Any = self._load(model, adapter, trust)
         if adapter is not None:
             from peft import PeftModel  # noqa: PLC0415
 
             self.model = PeftModel.from_pretrained(self.model, str(adapter))
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not getattr(self.model, "is_quantized", False):
             self.model.to("cuda")
         self.model.eval()
         self.system = system
         self.history: list[dict[str, str]] = []
+
+    def _load(self, model: Path, adapter: Path | None, trust: bool) -> Any:
+        """The model, or for a QLoRA adapter its base in 4 bits as training had it (where
+        bitsandbytes is installed; else the unquantized base, with a warning)."""
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+        record = TrainingRecord.read(adapter) if adapter else None
+        if record is not None and record.method == "qlora":
+            device = "cuda" if self.torch.cuda.is_available() else "cpu"
+            try:
+                return qlora_base(model, record, device, trust)
+            except ConfigError as error:
+                warnings.warn(f"{adapter} was trained on a 4-bit base; chatting with the unquantized base, whose "
+                              f"replies can differ slightly ({error})", stacklevel=3)
+        return AutoModelForCausalLM.from_pretrained(str(model), dtype="auto", trust_remote_code=trust)
 
     @property
     def template_name(self) -> str:

@@ -32,20 +32,29 @@ def check_tokenizer_matches(model_dir: Path, manifest: dict[str, Any]) -> None:
                           f"model's {vocab} embeddings\nhint: preprocess with the model's own tokenizer")
 
 
-def _quantization(config: TrainConfig) -> Any:
+# The first bitsandbytes with 4-bit layers on the CPU as well as on CUDA GPUs (and the least
+# transformers 5 accepts).
+BITSANDBYTES_MIN = (0, 46, 1)
+
+
+def quantization_config(quant_type: str, double_quant: bool, compute_dtype: str) -> Any:
+    """The 4-bit settings QLoRA loads its base with: training, and chat and merge of its adapter,
+    quantize the same way, so all three use the same base weights."""
     try:
-        import bitsandbytes  # noqa: F401, PLC0415
+        import bitsandbytes  # noqa: PLC0415
         from transformers import BitsAndBytesConfig  # noqa: PLC0415
     except ImportError as error:
-        raise ConfigError("method.name=qlora needs bitsandbytes and a CUDA GPU\n"
-                          "hint: pip install bitsandbytes, or use method.name=lora") from error
-    if not torch.cuda.is_available():
-        raise ConfigError("method.name=qlora needs a CUDA GPU (bitsandbytes 4-bit)\nhint: use method.name=lora")
+        raise ConfigError("method.name=qlora needs bitsandbytes\n"
+                          "hint: pip install 'sftpack[qlora]', or use method.name=lora") from error
+    version = tuple(int(part) for part in bitsandbytes.__version__.split(".")[:3] if part.isdigit())
+    if version < BITSANDBYTES_MIN:
+        raise ConfigError(f"method.name=qlora needs bitsandbytes >= {'.'.join(map(str, BITSANDBYTES_MIN))}, "
+                          f"this is {bitsandbytes.__version__}\nhint: pip install -U 'sftpack[qlora]'")
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=config.method.quant_type,
-        bnb_4bit_use_double_quant=config.method.double_quant,
-        bnb_4bit_compute_dtype=DTYPES[config.method.compute_dtype],
+        bnb_4bit_quant_type=quant_type,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=DTYPES[compute_dtype],
     )
 
 
@@ -60,7 +69,9 @@ def load_model(config: TrainConfig, attention: str, device: torch.device | None)
     kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": transformers_name(attention),
                               "trust_remote_code": config.model.trust_remote_code}
     if config.method.name == "qlora":
-        kwargs["quantization_config"] = _quantization(config)
+        method = config.method
+        kwargs["quantization_config"] = quantization_config(method.quant_type, method.double_quant,
+                                                            method.compute_dtype)
         kwargs["device_map"] = {"": device}
     model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if config.method.name != "qlora" and device is not None:
