@@ -279,6 +279,23 @@ def test_fused_kernels_are_chosen_where_they_run() -> None:
         choose_kernels("triton")
 
 
+def test_an_installed_liger_that_cannot_import_here_is_not_chosen(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """liger-kernel 0.8 refuses transformers 4.x at import: auto trains without it and says so,
+    an explicit choice is an error naming the fix. (CUDA is pretended; nothing runs on it.)"""
+    pytest.importorskip("liger_kernel")
+    from sftpack import ConfigError
+    from sftpack.train.kernels import choose_kernels
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_kernels("auto") == "liger"
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers", None)  # its import now fails
+    assert choose_kernels("auto") == "none"
+    assert "note: model.kernels=auto: Liger cannot import liger-kernel here" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"liger cannot import liger-kernel here: .*\nhint: .*transformers >= 5"):
+        choose_kernels("liger")
+
+
 @pytest.mark.parametrize("adapter", [False, True], ids=["full", "lora"])
 def test_liger_fuses_the_model_it_is_given_and_no_model_built_after_it(adapter: bool,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:

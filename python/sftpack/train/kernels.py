@@ -1,8 +1,8 @@
 """Fused kernels (``model.kernels``): Liger's Triton kernels on a CUDA GPU, PyTorch's own otherwise.
 
 =========  ===================================================================================
-auto       ``liger`` where it runs (CUDA and liger-kernel installed: ``pip install
-           'sftpack[kernels]'``), else ``none``
+auto       ``liger`` where it runs (CUDA, and liger-kernel installed and importable with this
+           transformers: ``pip install 'sftpack[kernels]'``), else ``none``
 liger      RMSNorm, RoPE and SwiGLU patched into the loaded model, and the loss as Liger's fused
            linear cross-entropy (the output head and the loss in chunks, no logits kept)
 none       the model's own modules, and sftpack's chunked loss (train/loss.py), which also keeps
@@ -25,25 +25,46 @@ from ..errors import ConfigError
 CHOICES = ("auto", "liger", "none")
 
 
-def liger_available() -> bool:
-    if not torch.cuda.is_available():
-        return False
+def _liger_installed() -> bool:
     try:
         return importlib.util.find_spec("liger_kernel") is not None
-    except ModuleNotFoundError:
+    except ModuleNotFoundError:  # a parent package is missing
         return False
+
+
+def liger_problem() -> str | None:
+    """Why Liger cannot run here, or None when it can. Importing it is part of the check: a
+    liger-kernel release refuses the transformers versions it was not made for (0.8 wants 5.x)."""
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU"
+    if not _liger_installed():
+        return "needs the liger-kernel package"
+    try:
+        import liger_kernel.transformers  # noqa: F401, PLC0415
+    except ImportError as error:
+        return f"cannot import liger-kernel here: {error}"
+    return None
+
+
+def liger_available() -> bool:
+    return liger_problem() is None
 
 
 def choose_kernels(requested: str) -> str:
     """``liger`` or ``none`` for ``model.kernels`` (see the module docstring)."""
     if requested not in CHOICES:
         raise ConfigError(f"model.kernels: {requested!r} is not one of {', '.join(CHOICES)}")
-    if requested == "auto":
-        return "liger" if liger_available() else "none"
-    if requested == "liger" and not liger_available():
-        raise ConfigError("model.kernels=liger needs a CUDA GPU and the liger-kernel package\n"
-                          "hint: pip install 'sftpack[kernels]', or use model.kernels=auto (Liger where it runs)")
-    return requested
+    if requested == "none":
+        return "none"
+    problem = liger_problem()
+    if problem is None:
+        return "liger"
+    if requested == "liger":
+        raise ConfigError(f"model.kernels=liger {problem}\nhint: pip install 'sftpack[kernels]' (liger-kernel 0.8 "
+                          "needs transformers >= 5), or use model.kernels=auto (Liger where it runs)")
+    if torch.cuda.is_available() and _liger_installed():  # installed, but not for this transformers
+        print(f"note: model.kernels=auto: Liger {problem}; training with sftpack's own kernels", flush=True)
+    return "none"
 
 
 def apply_kernels(model: Any, choice: str) -> None:
