@@ -146,6 +146,19 @@ def test_chat_with_a_qlora_adapter_loads_the_base_in_4_bits_as_training_did(tiny
     assert isinstance(session.reply("Name a red cat.", max_new_tokens=4), str)
 
 
+def test_a_qlora_sample_is_what_chat_says_with_the_saved_adapter(tiny_setup: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    """Training samples from its 4-bit model, and chat with the saved adapter says the same (the
+    chat test below shows its logits are the training model's; a tiny model's greedy words
+    would not tell the two bases apart)."""
+    prompt = "Name a red cat."
+    adapter = train(recipe(tiny_setup, tmp_path, optim={"lr": 3e-2, "max_steps": 8},
+                           output={"sample_every": 8, "sample_prompts": [prompt], "sample_max_new_tokens": 12}))
+    taken = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in taken] == [8] and taken[0]["reply"].strip()
+    assert ChatSession(tiny_setup["base"], adapter).reply(prompt, 12) == taken[0]["reply"]
+
+
 def test_a_missing_or_too_old_bitsandbytes_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     from sftpack import ConfigError
     from sftpack.train.model import quantization_config

@@ -83,7 +83,8 @@ class ChatSession:
 
     Args:
         model: a Hugging Face model directory (full model, or the base when ``adapter`` is given).
-        adapter: a LoRA adapter directory from ``sftpack train``.
+        adapter: a LoRA adapter directory from ``sftpack train``; a QLoRA one gets its base
+            quantized to 4 bits as training had it.
         template: override the template saved with the checkpoint: "tokenizer", a built-in XTuner
             name, or a .jinja file. A template that differs from the training one gets a warning.
         system: a system message for every turn.
