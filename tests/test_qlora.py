@@ -169,3 +169,15 @@ def test_a_missing_or_too_old_bitsandbytes_is_refused_with_the_fix(monkeypatch: 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(ConfigError, match=r"needs bitsandbytes\nhint: pip install 'sftpack\[qlora\]'"):
         quantization_config("nf4", True, "bfloat16")
+
+
+def test_merging_a_qlora_adapter_without_bitsandbytes_names_both_ways_out(tiny_setup: dict[str, Path], adapter: Path,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from sftpack import ConfigError
+    from sftpack.lifecycle import merge
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(ConfigError, match=r"QLoRA adapter: .* needs bitsandbytes\nhint: pip install .*--original-base"):
+        merge(tiny_setup["base"], adapter, tmp_path / "merged")
+    assert (merge(tiny_setup["base"], adapter, tmp_path / "merged", original_base=True) / "config.json").is_file()

@@ -60,7 +60,14 @@ def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB", ori
     trust = remote_code(adapter)
     record = TrainingRecord.read(adapter)
     if record is not None and record.method == "qlora" and not original_base:
-        model = qlora_base(base, record, "cpu", trust).dequantize().to(getattr(torch, saved_dtype(base)))
+        try:
+            quantized = qlora_base(base, record, "cpu", trust)
+        except ConfigError as error:
+            reason = str(error).splitlines()[0].replace("method.name=qlora ", "")
+            raise ConfigError(f"{adapter} is a QLoRA adapter: folding it into the base as trained rounds the base "
+                              f"to 4 bits as training did, which {reason}\nhint: pip install 'sftpack[qlora]', or "
+                              "merge --original-base to fold it into the unrounded weights") from None
+        model = quantized.dequantize().to(getattr(torch, saved_dtype(base)))
     else:
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto", trust_remote_code=trust)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
