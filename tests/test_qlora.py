@@ -46,6 +46,15 @@ def losses(out: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
+def trained_model(base: Path, adapter: Path) -> Any:
+    """The model training had: the base rounded to 4 bits as the adapter's recipe did, with the adapter."""
+    from peft import PeftModel
+
+    record = TrainingRecord.read(adapter)
+    assert record is not None
+    return PeftModel.from_pretrained(qlora_base(base, record, "cpu", False), str(adapter))
+
+
 def logits(model: Any, ids: Any) -> Any:
     with torch.no_grad():
         return model(input_ids=ids).logits.float()
@@ -117,11 +126,8 @@ def test_a_merged_qlora_adapter_computes_what_training_evaluated(tiny_setup: dic
         assert "quantization_config" not in json.loads((out / "config.json").read_text())
         return AutoModelForCausalLM.from_pretrained(str(out))
 
-    record = TrainingRecord.read(adapter)
-    assert record is not None
     ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 31]])
-    trained = logits(PeftModel.from_pretrained(qlora_base(tiny_setup["base"], record, "cpu", False), str(adapter)),
-                     ids)
+    trained = logits(trained_model(tiny_setup["base"], adapter), ids)
     original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_setup["base"])), str(adapter))
 
     as_trained, onto_original = merged(), merged("--original-base")
@@ -136,11 +142,7 @@ def test_chat_with_a_qlora_adapter_loads_the_base_in_4_bits_as_training_did(tiny
                                                                             adapter: Path) -> None:
     session = ChatSession(tiny_setup["base"], adapter)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in session.model.modules())
-    record = TrainingRecord.read(adapter)
-    assert record is not None
-    from peft import PeftModel
-
-    reference = PeftModel.from_pretrained(qlora_base(tiny_setup["base"], record, "cpu", False), str(adapter))
+    reference = trained_model(tiny_setup["base"], adapter)
     ids = torch.tensor([session.prompt_ids("Name a red cat.")])
     assert torch.equal(logits(session.model, ids), logits(reference, ids))
     assert isinstance(session.reply("Name a red cat.", max_new_tokens=4), str)
@@ -149,7 +151,7 @@ def test_chat_with_a_qlora_adapter_loads_the_base_in_4_bits_as_training_did(tiny
 def test_a_qlora_sample_is_what_chat_says_with_the_saved_adapter(tiny_setup: dict[str, Path],
                                                                  tmp_path: Path) -> None:
     """Training samples from its 4-bit model, and chat with the saved adapter says the same (the
-    chat test below shows its logits are the training model's; a tiny model's greedy words
+    chat test above shows its logits are the training model's; a tiny model's greedy words
     would not tell the two bases apart)."""
     prompt = "Name a red cat."
     adapter = train(recipe(tiny_setup, tmp_path, optim={"lr": 3e-2, "max_steps": 8},

@@ -57,17 +57,17 @@ def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB", ori
     from peft import PeftModel  # noqa: PLC0415
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
+    from .train.model import bitsandbytes_problem  # noqa: PLC0415
+
     trust = remote_code(adapter)
     record = TrainingRecord.read(adapter)
     if record is not None and record.method == "qlora" and not original_base:
-        try:
-            quantized = qlora_base(base, record, "cpu", trust)
-        except ConfigError as error:
-            reason = str(error).splitlines()[0].replace("method.name=qlora ", "")
+        problem = bitsandbytes_problem()
+        if problem:
             raise ConfigError(f"{adapter} is a QLoRA adapter: folding it into the base as trained rounds the base "
-                              f"to 4 bits as training did, which {reason}\nhint: pip install 'sftpack[qlora]', or "
-                              "merge --original-base to fold it into the unrounded weights") from None
-        model = quantized.dequantize().to(getattr(torch, saved_dtype(base)))
+                              f"to 4 bits as training did, which {problem}\nhint: pip install 'sftpack[qlora]', or "
+                              "merge --original-base to fold it into the unrounded weights")
+        model = qlora_base(base, record, "cpu", trust).dequantize().to(getattr(torch, saved_dtype(base)))
     else:
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto", trust_remote_code=trust)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -124,14 +124,16 @@ class ChatSession:
         bitsandbytes is installed; else the unquantized base, with a warning)."""
         from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
+        from .train.model import bitsandbytes_problem  # noqa: PLC0415
+
         record = TrainingRecord.read(adapter) if adapter else None
         if record is not None and record.method == "qlora":
-            device = "cuda" if self.torch.cuda.is_available() else "cpu"
-            try:
-                return qlora_base(model, record, device, trust)
-            except ConfigError as error:
-                warnings.warn(f"{adapter} was trained on a 4-bit base; chatting with the unquantized base, whose "
-                              f"replies can differ slightly ({error})", stacklevel=3)
+            problem = bitsandbytes_problem()
+            if problem is None:
+                return qlora_base(model, record, "cuda" if self.torch.cuda.is_available() else "cpu", trust)
+            warnings.warn(f"{adapter} was trained on a 4-bit base, whose loading {problem}; chatting with the "
+                          "unquantized base, whose replies can differ slightly\nhint: pip install 'sftpack[qlora]'",
+                          stacklevel=3)
         return AutoModelForCausalLM.from_pretrained(str(model), dtype="auto", trust_remote_code=trust)
 
     @property

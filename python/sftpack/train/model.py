@@ -35,21 +35,32 @@ def check_tokenizer_matches(model_dir: Path, manifest: dict[str, Any]) -> None:
 # The first bitsandbytes with 4-bit layers on the CPU as well as on CUDA GPUs (and the least
 # transformers 5 accepts).
 BITSANDBYTES_MIN = (0, 46, 1)
+NO_BITSANDBYTES = "needs bitsandbytes"
+
+
+def bitsandbytes_problem() -> str | None:
+    """Why QLoRA's 4-bit layers cannot load here ("needs bitsandbytes ..."), or None when they can."""
+    try:
+        import bitsandbytes  # noqa: PLC0415
+    except ImportError:
+        return NO_BITSANDBYTES
+    version = tuple(int(part) for part in bitsandbytes.__version__.split(".")[:3] if part.isdigit())
+    if version < BITSANDBYTES_MIN:
+        return f"needs bitsandbytes >= {'.'.join(map(str, BITSANDBYTES_MIN))}, this is {bitsandbytes.__version__}"
+    return None
 
 
 def quantization_config(quant_type: str, double_quant: bool, compute_dtype: str) -> Any:
     """The 4-bit settings QLoRA loads its base with: training, and chat and merge of its adapter,
     quantize the same way, so all three use the same base weights."""
-    try:
-        import bitsandbytes  # noqa: PLC0415
-        from transformers import BitsAndBytesConfig  # noqa: PLC0415
-    except ImportError as error:
+    problem = bitsandbytes_problem()
+    if problem == NO_BITSANDBYTES:
         raise ConfigError("method.name=qlora needs bitsandbytes\n"
-                          "hint: pip install 'sftpack[qlora]', or use method.name=lora") from error
-    version = tuple(int(part) for part in bitsandbytes.__version__.split(".")[:3] if part.isdigit())
-    if version < BITSANDBYTES_MIN:
-        raise ConfigError(f"method.name=qlora needs bitsandbytes >= {'.'.join(map(str, BITSANDBYTES_MIN))}, "
-                          f"this is {bitsandbytes.__version__}\nhint: pip install -U 'sftpack[qlora]'")
+                          "hint: pip install 'sftpack[qlora]', or use method.name=lora")
+    if problem:
+        raise ConfigError(f"method.name=qlora {problem}\nhint: pip install -U 'sftpack[qlora]'")
+    from transformers import BitsAndBytesConfig  # noqa: PLC0415
+
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant_type,
