@@ -31,5 +31,6 @@ python3 -m mypy
 echo "== cargo test"
 cargo test --locked
 
-echo "== pytest"
-python3 -m pytest -q tests
+echo "== pytest (two workers; each takes a whole file, so a file's fixtures are built once)"
+# One torch thread a worker: two workers with two threads each on two cores run slower than this.
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" python3 -m pytest -q -n "${SFTPACK_TEST_WORKERS:-2}" --dist loadfile tests

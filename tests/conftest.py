@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -219,3 +220,17 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
     path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
     return path
+
+
+def free_port() -> str:
+    """A port no one listens on now, for a test's torchrun rendezvous: tests that start process
+    groups at the same time (pytest -n) must not meet on one port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def torchrun(processes: int = 2) -> list[str]:
+    """The start of a command that runs ``processes`` local ranks, on a port of their own."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+            "--master_port", free_port()]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sftpack.preprocess import preprocess
 
-from .conftest import DEMO, write_lines
+from .conftest import DEMO, torchrun, write_lines
 
 pytest.importorskip("torch")
 
@@ -40,8 +39,8 @@ def test_two_process_torchrun_covers_every_row(tmp_path: Path) -> None:
                                       {"role": "assistant", "content": "a" * (i % 40 + 1)}]}) for i in range(300)]
     preprocess([write_lines(tmp_path / "d.jsonl", lines)], DEMO, tmp_path / "pack", max_length=128)
     (tmp_path / "worker.py").write_text(WORKER)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                    str(tmp_path / "worker.py"), str(tmp_path / "pack"), str(tmp_path)], check=True, timeout=300)
+    subprocess.run([*torchrun(), str(tmp_path / "worker.py"), str(tmp_path / "pack"), str(tmp_path)], check=True,
+                   timeout=300)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     rows = json.loads((tmp_path / "pack" / "manifest.json").read_text())["counts"]["rows"]
     assert set(ranks[0]["rows"]) | set(ranks[1]["rows"]) == set(range(rows))

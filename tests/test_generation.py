@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ pytest.importorskip("peft")
 from sftpack.train import attention, load_config, train  # noqa: E402
 from sftpack.train.generate import decoding_attention  # noqa: E402
 
-from .conftest import per_document_eval_loss, read_metrics, train_copied_recipe  # noqa: E402
+from .conftest import per_document_eval_loss, read_metrics, torchrun, train_copied_recipe  # noqa: E402
 
 REFUSES = "refuses_generation"
 PROMPT = "Name a red cat."
@@ -137,8 +136,7 @@ def test_zero3_samples_on_two_ranks_neither_hang_nor_skip_weights(tiny_eval_setu
                  output={"eval_every": 2})
     raw["data"]["pack"] = str(tiny_eval_setup["pack"])
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29541", "-m", "sftpack", "train", str(tmp_path / "recipe.yaml")],
+    result = subprocess.run([*torchrun(), "-m", "sftpack", "train", str(tmp_path / "recipe.yaml")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     taken = samples(tmp_path / "run")

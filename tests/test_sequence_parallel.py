@@ -19,6 +19,8 @@ import pytest
 from sftpack import ConfigError
 from sftpack.preprocess import preprocess
 
+from .conftest import DEMO, free_port, torchrun
+
 torch = pytest.importorskip("torch")
 
 WORKER = """
@@ -92,8 +94,6 @@ def unpacked_reference(pack: Path, model_dir: Path, rows: list[int]) -> tuple[An
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from .conftest import DEMO
-
     root = tmp_path_factory.mktemp("sp")
     preprocess([DEMO / "chat.jsonl"], DEMO, root / "pack", max_length=256)
     return root / "pack", tiny_model(root / "model", DEMO)
@@ -110,8 +110,7 @@ def test_two_ranks_give_the_losses_and_gradients_of_unpacked_documents(
     while sum(len(data[r]["input_ids"]) for r in rows) % 2 == 0:  # an odd count: the last rank gets padding
         rows.append(len(rows))
     (tmp_path / "worker.py").write_text(WORKER)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(29520 + chunk), str(tmp_path / "worker.py"), str(pack), str(model_dir),
+    subprocess.run([*torchrun(), str(tmp_path / "worker.py"), str(pack), str(model_dir),
                     ",".join(map(str, rows)), str(chunk), str(tmp_path / "sp.pt")], check=True, timeout=600)
     for rank in range(2):
         assert json.loads((tmp_path / f"sp.pt.rank{rank}.threads").read_text()) == [], "gloo threads outlive the run"
@@ -157,7 +156,7 @@ def quickstart_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_losses(recipe: Path, out: Path, processes: int, *overrides: str) -> list[float]:
-    env = {**os.environ, "NPROC_PER_NODE": str(processes), "MASTER_PORT": "29531"}
+    env = {**os.environ, "NPROC_PER_NODE": str(processes), "PORT": free_port()}
     done = subprocess.run([sys.executable, "-m", "sftpack", "train", str(recipe), f"output.dir={out}", *overrides],
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -199,8 +198,7 @@ def test_a_finished_run_leaves_no_gloo_thread_for_the_interpreter_shutdown(
     rank's groups, DistributedDataParallel's and the sequence-parallel one, end with train()."""
     (tmp_path / "worker.py").write_text(TRAIN_WORKER)
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29522",
-                    str(tmp_path / "worker.py"), str(quickstart_recipe), str(tmp_path / "out")],
+    subprocess.run([*torchrun(), str(tmp_path / "worker.py"), str(quickstart_recipe), str(tmp_path / "out")],
                    check=True, timeout=600, env=env)
     for rank in range(2):
         assert json.loads((tmp_path / "out" / f"rank{rank}.json").read_text()) == [], rank

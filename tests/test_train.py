@@ -20,6 +20,8 @@ from sftpack import ConfigError, PackDataset  # noqa: E402
 from sftpack.data import collate_padded, collate_padding_free, sum_token_loss  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
 
+from .conftest import torchrun  # noqa: E402
+
 
 @pytest.fixture
 def setup(tiny_setup: dict[str, Path]) -> dict[str, Path]:
@@ -183,8 +185,7 @@ def test_two_process_torchrun_training(setup: dict[str, Path], tmp_path: Path) -
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(settings(setup, tmp_path / "out", optim__max_steps=4)))
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-                    "-m", "sftpack", "train", str(recipe)], check=True, timeout=600, capture_output=True)
+    subprocess.run([*torchrun(), "-m", "sftpack", "train", str(recipe)], check=True, timeout=600, capture_output=True)
     assert len(losses(tmp_path / "out")) == 4
     assert (tmp_path / "out" / "model" / "config.json").is_file()
 
@@ -292,6 +293,8 @@ def test_an_installed_liger_that_cannot_import_here_is_not_chosen(monkeypatch: p
     monkeypatch.setitem(sys.modules, "liger_kernel.transformers", None)  # its import now fails
     assert choose_kernels("auto") == "none"
     assert "note: model.kernels=auto: Liger cannot import liger-kernel here" in capsys.readouterr().out
+    assert choose_kernels("auto", say_why=False) == "none"  # the other ranks of a multi-process run
+    assert capsys.readouterr().out == ""
     with pytest.raises(ConfigError, match=r"liger cannot import liger-kernel here: .*\nhint: .*transformers >= 5"):
         choose_kernels("liger")
 

@@ -50,8 +50,9 @@ def liger_available() -> bool:
     return liger_problem() is None
 
 
-def choose_kernels(requested: str) -> str:
-    """``liger`` or ``none`` for ``model.kernels`` (see the module docstring)."""
+def choose_kernels(requested: str, say_why: bool = True) -> str:
+    """``liger`` or ``none`` for ``model.kernels`` (see the module docstring). ``say_why``: print
+    the note when ``auto`` passes over an installed Liger (one rank of a multi-process run says it)."""
     if requested not in CHOICES:
         raise ConfigError(f"model.kernels: {requested!r} is not one of {', '.join(CHOICES)}")
     if requested == "none":
@@ -62,7 +63,7 @@ def choose_kernels(requested: str) -> str:
     if requested == "liger":
         raise ConfigError(f"model.kernels=liger {problem}\nhint: pip install 'sftpack[kernels]' (liger-kernel 0.8 "
                           "needs transformers >= 5), or use model.kernels=auto (Liger where it runs)")
-    if torch.cuda.is_available() and _liger_installed():  # installed, but not for this transformers
+    if say_why and torch.cuda.is_available() and _liger_installed():  # installed, not for this transformers
         print(f"note: model.kernels=auto: Liger {problem}; training with sftpack's own kernels", flush=True)
     return "none"
 

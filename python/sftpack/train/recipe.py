@@ -102,7 +102,7 @@ class SFTRecipe:
         del keep_alive
         if self.sequence_parallel:
             self.sequence_parallel.check_model(self.model.config)
-        self.kernels = choose_kernels(config.model.kernels)
+        self.kernels = choose_kernels(config.model.kernels, say_why=self.rank == 0)
         apply_kernels(self.model, self.kernels)
         self.model.train()
         packs = len(self.dataset.names) if isinstance(self.dataset, PackMixture) else 0
