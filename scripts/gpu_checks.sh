@@ -5,7 +5,10 @@
 #   python3 benches/bench_train_gpu.py prepare      # .gpu/: the benchmark's pack and tokenizer
 # Then, there, from the repository root:
 #   bash scripts/gpu_checks.sh all      # everything below in one 10-minute command, most needed first
-#                                       # (GPU_SCALE=tiny: the same on 2-layer models, any machine)
+#                                       # (GPU_SCALE=tiny: the same on 2-layer models, any machine;
+#                                       # on 2 CPU cores the bench part runs out of its share, which
+#                                       # shows the budget at work: tests/test_bench_train_gpu.py
+#                                       # runs the bench there with fewer steps)
 #   bash scripts/gpu_checks.sh tests    # attention kernels per document, QLoRA, ZeRO-2/3, Liger, recipes
 #   bash scripts/gpu_checks.sh bench    # benches/bench_train_gpu.py: every run beside its baseline
 #     (or a few at a time: ... bench --runs full-4b,lora-8b, then --runs qlora-8b,zero3-2b: one file)
