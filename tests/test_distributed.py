@@ -14,14 +14,17 @@ from sftpack.preprocess import preprocess
 from .conftest import DEMO, torchrun, write_lines
 
 pytest.importorskip("torch")
+pytest.importorskip("transformers")  # sftpack.train (process_groups) imports the trainer
+pytest.importorskip("peft")
 
 WORKER = """
 import json, sys
 import torch.distributed as dist
 from sftpack import PackDataset, PackLoader
 from sftpack.data import global_trained_tokens
+from sftpack.train import process_groups
 
-dist.init_process_group("gloo")
+process_groups.start("gloo")
 ds = PackDataset(sys.argv[1])
 loader = PackLoader(ds, batch_size=2, drop_last=False, seed=5)
 rows, steps, tokens = [], 0, 0
@@ -30,7 +33,7 @@ for batch in loader:
     tokens += global_trained_tokens([batch])
 rows = [int(i) for i in loader.sampler.indices()]
 json.dump({"rows": rows, "steps": steps, "tokens": tokens}, open(f"{sys.argv[2]}/rank{dist.get_rank()}.json", "w"))
-dist.destroy_process_group()
+process_groups.end()
 """
 
 

@@ -45,12 +45,24 @@ def start(backend: str, **options: Any) -> None:
 def end() -> None:
     """Destroys every group and frees them now. Callers first drop what holds a group (a
     DistributedDataParallel wrapper, a sequence-parallel group)."""
+    if _uses_gloo():
+        # torch < 2.8 destroys a gloo group with the GIL held and joins its threads there; one
+        # still letting go of the last collective's tensors waits for the GIL, and neither moves
+        # (seen on torch 2.6: about 1 two-rank run in 6 hung at its end). Without the GIL for a
+        # moment, the threads finish that first. (torch 2.6 leaves them unnamed: gloo_threads()
+        # cannot tell here.)
+        time.sleep(0.2)
     torch.distributed.destroy_process_group()
     gc.collect()  # a group held only by a reference cycle goes now, not in the interpreter's shutdown
     if gloo_threads():
         # something else still holds a group: its threads run on, idle once they have let go of
         # the last collective's tensors, which they can do while this thread waits without the GIL
         time.sleep(0.2)
+
+
+def _uses_gloo() -> bool:
+    distributed = torch.distributed
+    return distributed.is_initialized() and "gloo" in str(distributed.get_backend_config())
 
 
 def gloo_threads() -> list[str]:
