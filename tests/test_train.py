@@ -284,10 +284,11 @@ def liger_or_skip() -> None:
     """Skips where liger-kernel is missing or will not import on this machine (the Triton of
     torch 2.6 raises at import where it finds no GPU driver; later ones import anywhere)."""
     pytest.importorskip("liger_kernel")
-    try:
-        import liger_kernel.transformers  # noqa: F401
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"liger-kernel does not import here: {error}")
+    from sftpack.train.kernels import liger_import_problem
+
+    problem = liger_import_problem()
+    if problem:
+        pytest.skip(problem)
 
 
 def test_an_installed_liger_that_cannot_import_here_is_not_chosen(monkeypatch: pytest.MonkeyPatch,

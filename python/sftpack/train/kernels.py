@@ -39,6 +39,11 @@ def liger_problem() -> str | None:
         return "needs a CUDA GPU"
     if not _liger_installed():
         return "needs the liger-kernel package"
+    return liger_import_problem()
+
+
+def liger_import_problem() -> str | None:
+    """Why liger-kernel's transformers patches will not import here, or None when they do."""
     try:
         import liger_kernel.transformers  # noqa: F401, PLC0415
     except Exception as error:  # noqa: BLE001 - ImportError from a version check, or Triton's own

@@ -61,8 +61,7 @@ def end() -> None:
 
 
 def _uses_gloo() -> bool:
-    distributed = torch.distributed
-    return distributed.is_initialized() and "gloo" in str(distributed.get_backend_config())
+    return torch.distributed.is_initialized() and "gloo" in str(torch.distributed.get_backend_config())
 
 
 def gloo_threads() -> list[str]:
