@@ -9,7 +9,7 @@
 #                                       # on 2 CPU cores the bench part runs out of its share, which
 #                                       # shows the budget at work: tests/test_bench_train_gpu.py
 #                                       # runs the bench there with fewer steps)
-#   bash scripts/gpu_checks.sh tests    # attention kernels per document, QLoRA, ZeRO-2/3, Liger, recipes
+#   bash scripts/gpu_checks.sh tests    # attention kernels per document, QLoRA (4-bit rounding), ZeRO-2/3, Liger, recipes
 #   bash scripts/gpu_checks.sh bench    # benches/bench_train_gpu.py: every run beside its baseline
 #     (or a few at a time: ... bench --runs full-4b,lora-8b, then --runs qlora-8b,zero3-2b: one file)
 #   bash scripts/gpu_checks.sh long     # benches/bench_long_context.py: the longest row of a 4B model

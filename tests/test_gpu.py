@@ -1,6 +1,7 @@
 """GPU-only checks (skipped without CUDA): every varlen kernel computes per-document attention on
-packed rows, QLoRA trains, ZeRO-2/3 train like plain torch on one GPU, Liger's kernels give the
-unfused loss. CI has no GPU; scripts/gpu_checks.sh runs these wherever one is at hand."""
+packed rows, QLoRA trains, its 4-bit base is the one sftpack rounds on the CPU, ZeRO-2/3 train like
+plain torch on one GPU, Liger's kernels give the unfused loss. CI has no GPU; scripts/gpu_checks.sh
+runs these wherever one is at hand."""
 
 from __future__ import annotations
 
@@ -86,6 +87,36 @@ def test_qlora_trains(setup: dict[str, Path], tmp_path: Path) -> None:
     assert (model_dir / "adapter_config.json").is_file()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 < record["mfu"] < 1 and record["max_memory_gb"] > 0
+
+
+def four_bit_differences(weight: Any, bnb: Any) -> dict[str, float]:
+    """How bitsandbytes' CUDA kernel and sftpack's CPU rounding (train/quantize.py) differ on one weight."""
+    from sftpack.train.quantize import scales_rounded_as_on_cuda
+
+    settings = {"blocksize": 64, "compress_statistics": True, "quant_type": "nf4"}
+    gpu_codes, gpu = bnb.functional.quantize_4bit(weight.cuda(), **settings)
+    with scales_rounded_as_on_cuda():
+        cpu_codes, cpu = bnb.functional.quantize_4bit(weight, **settings)
+    gpu_weight = bnb.functional.dequantize_4bit(gpu_codes, gpu).float().cpu()
+    cpu_weight = bnb.functional.dequantize_4bit(cpu_codes, cpu).float()
+    return {"codes": int((gpu_codes.cpu() != cpu_codes).sum()), "scales": int((gpu.absmax.cpu() != cpu.absmax).sum()),
+            "offset": abs(float(gpu.offset) - float(cpu.offset)),
+            "weights": float(((gpu_weight - cpu_weight).abs() / cpu_weight.abs().clamp(min=1e-12)).max())}
+
+
+def test_a_4_bit_base_is_rounded_on_the_cpu_as_on_the_gpu(setup: dict[str, Path]) -> None:
+    """NF4 codes and double-quantized scales equal, bit for bit, for Llama-8B-sized projections in
+    bfloat16 and the tiny base's layers; the weights they give, to the float32 rounding of the scales' mean."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    weights = {str(shape): (torch.randn(shape) * 0.02).to(torch.bfloat16) for shape in [(4096, 4096), (14336, 4096)]}
+    base = AutoModelForCausalLM.from_pretrained(str(setup["base"]), dtype=torch.bfloat16)
+    weights |= {name: p.detach() for name, p in base.named_parameters() if name.endswith("proj.weight")}
+    differences = {name: four_bit_differences(weight, bnb) for name, weight in weights.items()}
+    print(json.dumps(differences))
+    assert all(d["codes"] == 0 and d["scales"] == 0 and d["weights"] <= 1e-5 for d in differences.values())
 
 
 def test_a_copied_shipped_recipe_samples_and_evaluates_under_varlen(tiny_eval_setup: dict[str, Path],

@@ -1,7 +1,8 @@
 """QLoRA on the CPU (bitsandbytes >= 0.46.1 runs its 4-bit layers there as on CUDA): the base
 stays 4-bit and frozen while the adapters learn, packed loss equals unpacked, resume reproduces
 the uninterrupted run, ZeRO-2 trains like plain torch, a merged adapter computes what training
-evaluated, and chat loads the base in 4 bits as training did."""
+evaluated, chat loads the base in 4 bits as training did, and the 4-bit base is rounded on the CPU
+as bitsandbytes' CUDA kernel rounds it (tests/test_gpu.py compares the two on a GPU)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sftpack import PackDataset  # noqa: E402
 from sftpack.lifecycle import ChatSession, qlora_base  # noqa: E402
 from sftpack.record import TrainingRecord  # noqa: E402
 from sftpack.train import load_config, train  # noqa: E402
+from sftpack.train.quantize import kernel_search, scales_rounded_as_on_cuda  # noqa: E402
 from sftpack.train.recipe import SFTRecipe  # noqa: E402
 
 from .conftest import per_document_eval_loss  # noqa: E402
@@ -183,3 +185,79 @@ def test_merging_a_qlora_adapter_without_bitsandbytes_names_both_ways_out(tiny_s
     with pytest.raises(ConfigError, match=r"QLoRA adapter: .* needs bitsandbytes\nhint: pip install .*--original-base"):
         merge(tiny_setup["base"], adapter, tmp_path / "merged")
     assert (merge(tiny_setup["base"], adapter, tmp_path / "merged", original_base=True) / "config.json").is_file()
+
+
+def nearest(values: Any, code: Any) -> Any:
+    """The index of the code nearest each value, computed exactly (float64; no value halfway)."""
+    code64 = code.double()
+    return torch.bucketize(values.double(), (code64[1:] + code64[:-1]) / 2)
+
+
+def halfway(values: Any, code: Any) -> Any:
+    """Values exactly on a float32 midpoint between two codes, where the kernel's search decides."""
+    return torch.isin(values, (code[1:] + code[:-1]) * 0.5)
+
+
+def test_the_scale_search_takes_the_nearest_code_as_the_cuda_kernel_does() -> None:
+    from bitsandbytes.functional import create_dynamic_map
+
+    code = create_dynamic_map()
+    torch.manual_seed(0)
+    values = torch.cat([torch.rand(100_000) * 2 - 1, torch.randn(100_000) * 1e-2, code, torch.tensor([-1.0, 1.0])])
+    decided = ~halfway(values, code)
+    assert torch.equal(kernel_search(code, values).long()[decided], nearest(values, code)[decided])
+
+
+def test_a_4_bit_weight_is_rounded_on_the_cpu_to_the_nearest_codes_as_on_cuda() -> None:
+    """NF4 codes and double-quantized scales of a Llama-8B-sized projection: each the nearest
+    (bitsandbytes' own CPU search puts about 0.2% of the scales one code off; the GPU does not)."""
+    torch.manual_seed(0)
+    weight = (torch.randn(4096, 4096) * 0.02).to(torch.bfloat16)
+    with scales_rounded_as_on_cuda():
+        packed, state = bnb.functional.quantize_4bit(weight, blocksize=64, compress_statistics=True,
+                                                     quant_type="nf4")
+    assert bnb.functional.quantize_blockwise.__module__ == "bitsandbytes.functional"  # put back after
+    blocks = weight.float().view(-1, 64)
+    absmax = blocks.abs().amax(1)
+    nf4 = bnb.functional.get_4bit_type("nf4", device="cpu")
+    scaled = (blocks * (1.0 / absmax).unsqueeze(1)).reshape(-1)
+    codes = torch.stack([packed.view(-1) >> 4, packed.view(-1) & 15], 1).reshape(-1).long()
+    decided = ~halfway(scaled, nf4)
+    assert torch.equal(codes[decided], nearest(scaled, nf4)[decided])
+
+    scales = ((absmax - state.offset).view(-1, 256) * (1.0 / state.state2.absmax).unsqueeze(1)).reshape(-1)
+    decided = ~halfway(scales, state.state2.code)
+    assert decided.float().mean() > 0.99
+    assert torch.equal(state.absmax.long()[decided], nearest(scales, state.state2.code)[decided])
+
+
+def scales_off_the_nearest_code(model: Any, base: Path) -> list[str]:
+    """The 4-bit layers of ``model`` whose double-quantized scales are not the nearest codes to the
+    block maxima of ``base``'s own weights (where a value is halfway, the kernel's search decides)."""
+    from transformers import AutoModelForCausalLM
+
+    original = dict(AutoModelForCausalLM.from_pretrained(str(base)).named_parameters())
+    layers = [(name, layer) for name, layer in model.named_modules() if isinstance(layer, bnb.nn.Linear4bit)]
+    assert layers
+    off = []
+    for name, layer in layers:
+        state = layer.weight.quant_state
+        weight = original[name.removeprefix("base_model.model.").replace(".base_layer", "") + ".weight"]
+        absmax = weight.float().view(-1, 64).abs().amax(1)
+        scales = ((absmax - state.offset).view(-1, 256) * (1.0 / state.state2.absmax).unsqueeze(1)).reshape(-1)
+        decided = ~halfway(scales, state.state2.code)
+        if not torch.equal(state.absmax.long()[decided], nearest(scales, state.state2.code)[decided]):
+            off.append(name)
+    return off
+
+
+def test_training_chat_and_merge_load_the_base_with_the_nearest_scales(tiny_setup: dict[str, Path],
+                                                                       adapter: Path, tmp_path: Path) -> None:
+    run = SFTRecipe(recipe(tiny_setup, tmp_path))
+    run.setup()
+    assert scales_off_the_nearest_code(run.model, tiny_setup["base"]) == []
+    run.cleanup()
+    record = TrainingRecord.read(adapter)
+    assert record is not None
+    chat_and_merge_base = qlora_base(tiny_setup["base"], record, "cpu", False)
+    assert scales_off_the_nearest_code(chat_and_merge_base, tiny_setup["base"]) == []

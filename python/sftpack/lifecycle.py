@@ -34,16 +34,13 @@ def saved_dtype(model: Path) -> str:
 def qlora_base(base: Path, record: TrainingRecord, device: str, trust_remote_code: bool) -> Any:
     """The base model quantized to 4 bits as the QLoRA recipe in ``record`` quantized it while
     training (same settings, same dtype before quantizing): the weights its adapter was trained on."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
-    from .train.model import DTYPES, quantization_config  # noqa: PLC0415
+    from .train.model import DTYPES, load_4bit, quantization_config  # noqa: PLC0415
 
     method, model = record.config.get("method", {}), record.config.get("model", {})
     settings = quantization_config(method.get("quant_type", "nf4"), method.get("double_quant", True),
                                    method.get("compute_dtype", "bfloat16"))
-    return AutoModelForCausalLM.from_pretrained(str(base), dtype=DTYPES[model.get("dtype", "float32")],
-                                                quantization_config=settings, device_map={"": device},
-                                                trust_remote_code=trust_remote_code)
+    return load_4bit(base, settings, device, dtype=DTYPES[model.get("dtype", "float32")],
+                     trust_remote_code=trust_remote_code)
 
 
 def merge(base: Path, adapter: Path, out: Path, max_shard_size: str = "5GB", original_base: bool = False) -> Path:

@@ -12,6 +12,7 @@ import torch
 from ..errors import ConfigError
 from .attention import transformers_name
 from .config import TrainConfig
+from .quantize import scales_rounded_as_on_cuda
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,6 +70,16 @@ def quantization_config(quant_type: str, double_quant: bool, compute_dtype: str)
     )
 
 
+def load_4bit(path: Path, settings: Any, device: torch.device | str | None, **kwargs: Any) -> Any:
+    """The model at ``path`` with its weights rounded to 4 bits by ``settings`` on ``device``, the
+    same on a CPU as on a GPU (train/quantize.py): training, chat and merge all load QLoRA's base here."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    with scales_rounded_as_on_cuda():
+        return AutoModelForCausalLM.from_pretrained(str(path), quantization_config=settings,
+                                                    device_map={"": device}, **kwargs)
+
+
 def load_model(config: TrainConfig, attention: str, device: torch.device | None) -> Any:
     """The model on ``device`` with the method applied (4-bit weights are placed while loading);
     ``device=None`` leaves placement to DeepSpeed ZeRO-3."""
@@ -79,14 +90,15 @@ def load_model(config: TrainConfig, attention: str, device: torch.device | None)
         raise ConfigError(f"model.path {path} is not a Hugging Face model directory (no config.json)")
     kwargs: dict[str, Any] = {"dtype": DTYPES[config.model.dtype], "attn_implementation": transformers_name(attention),
                               "trust_remote_code": config.model.trust_remote_code}
+    model: Any
     if config.method.name == "qlora":
         method = config.method
-        kwargs["quantization_config"] = quantization_config(method.quant_type, method.double_quant,
-                                                            method.compute_dtype)
-        kwargs["device_map"] = {"": device}
-    model: Any = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    if config.method.name != "qlora" and device is not None:
-        model = model.to(device)
+        settings = quantization_config(method.quant_type, method.double_quant, method.compute_dtype)
+        model = load_4bit(path, settings, device, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        if device is not None:
+            model = model.to(device)
     if config.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.method.name in ("lora", "qlora"):
