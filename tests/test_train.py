@@ -190,6 +190,29 @@ def test_two_process_torchrun_training(setup: dict[str, Path], tmp_path: Path) -
     assert (tmp_path / "out" / "model" / "config.json").is_file()
 
 
+def test_ranks_that_choose_different_kernels_are_refused_naming_them(setup: dict[str, Path], tmp_path: Path) -> None:
+    """As on a cluster where one node lacks the attention package the others run."""
+    import yaml
+
+    from sftpack.train.attention import choose_attention
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(settings(setup, tmp_path / "out", optim__max_steps=2, model__attention="auto")))
+    (tmp_path / "worker.py").write_text(
+        "import os, sys\n"
+        "import sftpack.train.recipe as recipe\n"
+        "from sftpack.cli import main\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    recipe.choose_attention = lambda requested: 'eager'\n"
+        "sys.exit(main(['train', sys.argv[1]]))\n")
+    result = subprocess.run([*torchrun(), str(tmp_path / "worker.py"), str(recipe)], timeout=600,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert (f"model.attention: the ranks chose different kernels ({choose_attention('auto')} on rank 0; eager on "
+            "rank 1)\nhint: install the same packages on every node") in result.stderr
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
 def test_quickstart_leaves_a_pack_a_model_and_metrics(tmp_path: Path) -> None:
     # As README runs it: a relative --out, from the folder it is typed in.
     result = subprocess.run([sys.executable, "-m", "sftpack", "quickstart", "--out", "quickstart"],

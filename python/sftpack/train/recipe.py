@@ -60,6 +60,23 @@ def _distributed(deepspeed: bool) -> tuple[int, int]:
     return 0, 1
 
 
+def _same_on_every_rank(choices: dict[str, str]) -> None:
+    """Refuses a multi-process run whose ranks chose different kernels for ``auto`` (a node that
+    lacks a package, or has another version of it): they would compute the same model differently."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return
+    every: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(every, choices)
+    for setting in choices:
+        ranks: dict[str, list[int]] = {}
+        for rank, chosen in enumerate(every):
+            ranks.setdefault(chosen[setting], []).append(rank)
+        if len(ranks) > 1:
+            found = "; ".join(f"{kernel} on rank {', '.join(map(str, where))}" for kernel, where in ranks.items())
+            raise ConfigError(f"{setting}: the ranks chose different kernels ({found})\nhint: install the same "
+                              f"packages on every node, or set {setting} to one that runs on all of them")
+
+
 class SFTRecipe:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -89,6 +106,8 @@ class SFTRecipe:
                                                    if config.data.packs else PackDataset(config.data.pack))
         check_tokenizer_matches(Path(config.model.path), self.dataset.manifest)
         self.attention = "ulysses" if self.sequence_parallel else choose_attention(config.model.attention)
+        self.kernels = choose_kernels(config.model.kernels, say_why=self.rank == 0)
+        _same_on_every_rank({"model.attention": self.attention, "model.kernels": self.kernels})
         # 16-bit compute under autocast (the plain backend) or DeepSpeed's own casting
         self.compute_dtype = DTYPES[config.model.dtype]
         self.ds_config = zero.load_ds_config(config, self.world) if config.distributed.deepspeed else None
@@ -102,7 +121,6 @@ class SFTRecipe:
         del keep_alive
         if self.sequence_parallel:
             self.sequence_parallel.check_model(self.model.config)
-        self.kernels = choose_kernels(config.model.kernels, say_why=self.rank == 0)
         apply_kernels(self.model, self.kernels)
         self.model.train()
         packs = len(self.dataset.names) if isinstance(self.dataset, PackMixture) else 0
