@@ -365,24 +365,27 @@ def test_liger_fuses_the_model_it_is_given_and_no_model_built_after_it(adapter: 
     assert {layer.mlp._get_name() for layer in later.model.layers} == {"Qwen3MLP"}
 
 
-@pytest.mark.parametrize(("capability", "flash_packages", "torch_varlen", "chosen"), [
-    ((9, 0), {"flash-attn-4", "flash-attn"}, True, "flash_attention_4"),
-    ((10, 0), {"flash-attn-4"}, True, "flash_attention_4"),
-    ((8, 0), {"flash-attn-4", "flash-attn"}, True, "flash_attention_2"),  # FA4 needs Hopper or newer
-    ((9, 0), {"flash-attn"}, True, "flash_attention_2"),
-    ((8, 0), {"flash-attn-4"}, True, "varlen"),  # flash-attn-4's `flash_attn` module is not flash-attn 2
-    ((9, 0), set(), True, "varlen"),
-    ((9, 0), set(), False, "sdpa"),
-    (None, {"flash-attn-4", "flash-attn"}, False, "sdpa"),  # no GPU
+@pytest.mark.parametrize(("capability", "flash_packages", "torch_varlen", "transformers_fa4", "chosen"), [
+    ((9, 0), {"flash-attn-4", "flash-attn"}, True, True, "flash_attention_4"),
+    ((10, 0), {"flash-attn-4"}, True, True, "flash_attention_4"),
+    ((9, 0), {"flash-attn-4", "flash-attn"}, True, False, "flash_attention_2"),  # transformers 4 cannot call FA4
+    ((10, 0), {"flash-attn-4"}, True, False, "varlen"),
+    ((8, 0), {"flash-attn-4", "flash-attn"}, True, True, "flash_attention_2"),  # FA4 needs Hopper or newer
+    ((9, 0), {"flash-attn"}, True, True, "flash_attention_2"),
+    ((8, 0), {"flash-attn-4"}, True, True, "varlen"),  # flash-attn-4's `flash_attn` module is not flash-attn 2
+    ((9, 0), set(), True, True, "varlen"),
+    ((9, 0), set(), False, True, "sdpa"),
+    (None, {"flash-attn-4", "flash-attn"}, False, True, "sdpa"),  # no GPU
 ])
 def test_auto_attention_takes_the_fastest_kernel_that_runs_here(
         monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int] | None, flash_packages: set[str],
-        torch_varlen: bool, chosen: str) -> None:
+        torch_varlen: bool, transformers_fa4: bool, chosen: str) -> None:
     from sftpack.train import attention
 
     monkeypatch.setattr(attention, "_cuda_capability", lambda: capability)
     monkeypatch.setattr(attention, "_flash_distributions", lambda: flash_packages)
     monkeypatch.setattr(attention, "torch_varlen_available", lambda: torch_varlen)
+    monkeypatch.setattr(attention, "_transformers_knows", lambda implementation: transformers_fa4)
     assert attention.choose_attention("auto") == chosen
 
 

@@ -68,9 +68,15 @@ def flash_attn4_available() -> bool:
     capability = _cuda_capability()
     if capability is None or capability < (9, 0) or "flash-attn-4" not in _flash_distributions():
         return False
+    return _transformers_knows("flash_attention_4")
+
+
+def _transformers_knows(implementation: str) -> bool:
+    """Whether this transformers can load a model with ``attn_implementation=implementation``
+    (flash_attention_4 arrived in transformers 5)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: PLC0415
 
-    return "flash_attention_4" in ALL_ATTENTION_FUNCTIONS
+    return implementation in ALL_ATTENTION_FUNCTIONS
 
 
 def choose_attention(requested: str) -> str:
