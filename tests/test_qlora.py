@@ -198,6 +198,15 @@ def halfway(values: Any, code: Any) -> Any:
     return torch.isin(values, (code[1:] + code[:-1]) * 0.5)
 
 
+def scales_are_the_nearest_codes(absmax: Any, state: Any) -> bool:
+    """Whether the double-quantized scales in ``state`` are the codes nearest the block maxima
+    ``absmax`` (where a value is halfway, the kernel's search decides)."""
+    scales = ((absmax - state.offset).view(-1, 256) * (1.0 / state.state2.absmax).unsqueeze(1)).reshape(-1)
+    decided = ~halfway(scales, state.state2.code)
+    assert decided.float().mean() > 0.99
+    return torch.equal(state.absmax.long()[decided], nearest(scales, state.state2.code)[decided])
+
+
 def test_the_scale_search_takes_the_nearest_code_as_the_cuda_kernel_does() -> None:
     from bitsandbytes.functional import create_dynamic_map
 
@@ -225,15 +234,12 @@ def test_a_4_bit_weight_is_rounded_on_the_cpu_to_the_nearest_codes_as_on_cuda() 
     decided = ~halfway(scaled, nf4)
     assert torch.equal(codes[decided], nearest(scaled, nf4)[decided])
 
-    scales = ((absmax - state.offset).view(-1, 256) * (1.0 / state.state2.absmax).unsqueeze(1)).reshape(-1)
-    decided = ~halfway(scales, state.state2.code)
-    assert decided.float().mean() > 0.99
-    assert torch.equal(state.absmax.long()[decided], nearest(scales, state.state2.code)[decided])
+    assert scales_are_the_nearest_codes(absmax, state)
 
 
 def scales_off_the_nearest_code(model: Any, base: Path) -> list[str]:
     """The 4-bit layers of ``model`` whose double-quantized scales are not the nearest codes to the
-    block maxima of ``base``'s own weights (where a value is halfway, the kernel's search decides)."""
+    block maxima of ``base``'s own weights."""
     from transformers import AutoModelForCausalLM
 
     original = dict(AutoModelForCausalLM.from_pretrained(str(base)).named_parameters())
@@ -243,10 +249,7 @@ def scales_off_the_nearest_code(model: Any, base: Path) -> list[str]:
     for name, layer in layers:
         state = layer.weight.quant_state
         weight = original[name.removeprefix("base_model.model.").replace(".base_layer", "") + ".weight"]
-        absmax = weight.float().view(-1, 64).abs().amax(1)
-        scales = ((absmax - state.offset).view(-1, 256) * (1.0 / state.state2.absmax).unsqueeze(1)).reshape(-1)
-        decided = ~halfway(scales, state.state2.code)
-        if not torch.equal(state.absmax.long()[decided], nearest(scales, state.state2.code)[decided]):
+        if not scales_are_the_nearest_codes(weight.float().view(-1, 64).abs().amax(1), state):
             off.append(name)
     return off
 
