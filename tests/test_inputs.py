@@ -180,10 +180,23 @@ def test_records_without_trained_tokens_are_dropped_with_a_reason(tmp_path: Path
 
 def test_overlong_policy(tmp_path: Path, demo_tokenizer: Path) -> None:
     data = write_lines(tmp_path / "d.jsonl", [GOOD])
-    assert check([data], demo_tokenizer, max_length=5)["drops"]["too_long"]["count"] == 1
     full = check([data], demo_tokenizer)["lengths"]["max"]
+    dropped = check([data], demo_tokenizer, max_length=5)
+    assert dropped["drops"]["too_long"]["count"] == 1 and dropped["tokens"] == 0
     truncated = check([data], demo_tokenizer, max_length=full - 1, overlong="truncate")
-    assert truncated["truncated"] == 1 and truncated["lengths"]["max"] == full - 1
+    assert truncated["truncated"] == 1 and truncated["tokens"] == full - 1
+    # the lengths say what the data asks of max_length, whatever the policy did with a record
+    assert dropped["lengths"]["max"] == truncated["lengths"]["max"] == full
+
+
+def test_length_percentiles_count_the_records_too_long_to_keep(tmp_path: Path, demo_tokenizer: Path) -> None:
+    long = json.dumps({"messages": [{"role": "user", "content": "hi " * 50},
+                                    {"role": "assistant", "content": "hello"}]})
+    data = write_lines(tmp_path / "d.jsonl", [GOOD] * 9 + [long])
+    full = check([data], demo_tokenizer)["lengths"]
+    capped = check([data], demo_tokenizer, max_length=full["p50"])
+    assert capped["dropped"] == 1 and capped["encoded"] == 9
+    assert capped["lengths"] == full and capped["lengths"]["max"] > full["p50"]
 
 
 def test_special_token_text_in_content_stays_text(demo_tokenizer: Path) -> None:

@@ -152,6 +152,16 @@ def test_malformed_numbers_are_refused_as_bad_requests(client: Any) -> None:
     assert "`max_length`" in launch.get_json()["error"] and "`val_size`" in launch.get_json()["error"]
 
 
+def test_the_length_histogram_shows_records_too_long_to_keep_past_max_length(client: Any) -> None:
+    form = {"data": "data/chat.jsonl", "tokenizer": "tok", "max_length": "60"}
+    check = client.post("/api/data/check", json=form).get_json()
+    sampled = client.post("/api/data/records", json=form).get_json()
+    counts, edges = sampled["histogram"]["counts"], sampled["histogram"]["edges"]
+    assert check["drops"]["too_long"]["count"] > 0 and check["rejected"] > 0
+    assert sum(counts) == check["encoded"] + check["dropped"], "every valid record, and no rejected one"
+    assert edges[0] > 0 and edges[-1] == check["lengths"]["max"] > 60, "the dropped ones at their length"
+
+
 def test_launched_train_overrides_get_the_checks_form_fields_get(folder: Path, client: Any) -> None:
     (folder / "r.yaml").write_text("model: {path: tok}\n")
 

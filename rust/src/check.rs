@@ -1,6 +1,6 @@
 //! Check: run every record of a dataset through schema, template and tokenizer, and report
-//! problems by kind (with the first examples and their file:line), token length percentiles and
-//! the trained-token share. Nothing is sampled: every record is looked at.
+//! problems by kind (with the first examples and their file:line), token length percentiles of
+//! every valid record and the trained-token share. Nothing is sampled: every record is looked at.
 
 use std::collections::BTreeMap;
 
@@ -61,8 +61,11 @@ pub struct CheckReport {
     pub problems: BTreeMap<String, KindReport>,
     /// Valid records that carry nothing to train on or do not fit, by reason.
     pub drops: BTreeMap<String, KindReport>,
+    /// Tokens of the usable records, as they would be packed (after truncation).
     pub tokens: u64,
     pub trained_tokens: u64,
+    /// Lengths of every valid record, usable or dropped, before truncation: what the data
+    /// asks of max_length (a percentile of only the records that fit would hide the rest).
     pub lengths: LengthStats,
     pub template: String,
     pub max_length: Option<usize>,
@@ -161,14 +164,17 @@ pub fn check(config: &JobConfig, mapper: Option<&dyn RecordMapper>) -> Result<Ch
         let file = file_report.path.clone();
         tally.count(&outcome);
         match outcome {
-            Outcome::Encoded(e) => lengths.add(e.ids.len()),
+            Outcome::Encoded(e) => lengths.add(e.full_length()),
             // every problem of a record is reported (the tally counts records by their first)
             Outcome::Rejected(problems) => {
                 for p in problems {
                     note(&mut report.problems, keep, &file, &raw, p);
                 }
             }
-            Outcome::Dropped(p) => note(&mut report.drops, keep, &file, &raw, p),
+            Outcome::Dropped { problem, tokens } => {
+                lengths.add(tokens);
+                note(&mut report.drops, keep, &file, &raw, problem);
+            }
         }
         Ok(())
     };
@@ -200,6 +206,7 @@ pub struct Sample {
     pub line: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u64>,
+    /// The record's length (a dropped one's too: it is valid, only unusable); 0 for a rejected one.
     pub tokens: usize,
     pub trained_tokens: usize,
     /// `(text, trained)` runs in order.
@@ -293,7 +300,10 @@ pub fn samples(config: &JobConfig, n: usize, mapper: Option<&dyn RecordMapper>) 
                     }
                 }
                 Outcome::Rejected(problems) => sample.problems = problems,
-                Outcome::Dropped(problem) => sample.problems = vec![problem],
+                Outcome::Dropped { problem, tokens } => {
+                    sample.tokens = tokens;
+                    sample.problems = vec![problem];
+                }
             }
             out.push(sample);
         }

@@ -72,7 +72,8 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     /// 1 where the token is trained.
     pub mask: Vec<u8>,
-    pub truncated: bool,
+    /// The record's length in tokens before `overlong: truncate` cut it to max_length.
+    pub truncated_from: Option<usize>,
     /// A raw-text document longer than this is packed as consecutive chunks of this many
     /// tokens (the last shorter); the mask leaves each chunk's first token untrained.
     pub chunk_length: Option<usize>,
@@ -81,6 +82,11 @@ pub struct Encoded {
 impl Encoded {
     pub fn trained_tokens(&self) -> usize {
         self.mask.iter().filter(|&&m| m == 1).count()
+    }
+
+    /// The record's length in tokens as rendered, before any truncation.
+    pub fn full_length(&self) -> usize {
+        self.truncated_from.unwrap_or(self.ids.len())
     }
 }
 
@@ -91,7 +97,7 @@ pub const DROP_TOO_LONG: &str = "too_long";
 /// The problem of a conversation that `--overlong error` refuses, if `outcome` is one.
 pub fn overlong_stop<'a>(options: &EncodeOptions, outcome: &'a Outcome) -> Option<&'a Problem> {
     match outcome {
-        Outcome::Dropped(problem) if problem.kind == DROP_TOO_LONG && options.overlong == Overlong::Error => {
+        Outcome::Dropped { problem, .. } if problem.kind == DROP_TOO_LONG && options.overlong == Overlong::Error => {
             Some(problem)
         }
         _ => None,
@@ -114,8 +120,11 @@ pub enum Outcome {
     Encoded(Encoded),
     /// The record is invalid for this template/tokenizer.
     Rejected(Vec<Problem>),
-    /// The record is valid but unusable (too long, nothing trained).
-    Dropped(Problem),
+    /// The record is valid but unusable (too long, nothing trained); `tokens` is its length.
+    Dropped {
+        problem: Problem,
+        tokens: usize,
+    },
 }
 
 pub struct Encoder {
@@ -206,7 +215,7 @@ impl Encoder {
         Ok(Encoded {
             ids,
             mask,
-            truncated: false,
+            truncated_from: None,
             chunk_length: chunk,
         })
     }
@@ -237,7 +246,7 @@ impl Encoder {
         Ok(Encoded {
             ids: tokens.ids,
             mask,
-            truncated: false,
+            truncated_from: None,
             chunk_length: None,
         })
     }
@@ -254,14 +263,15 @@ impl Encoder {
                 Overlong::Truncate => {
                     encoded.ids.truncate(max);
                     encoded.mask.truncate(max);
-                    encoded.truncated = true;
+                    encoded.truncated_from = Some(len);
                 }
                 Overlong::Drop | Overlong::Error => {
-                    return Outcome::Dropped(
-                        Problem::new(DROP_TOO_LONG, "", format!("{len} tokens > max_length {max}")).hint(
+                    return Outcome::Dropped {
+                        problem: Problem::new(DROP_TOO_LONG, "", format!("{len} tokens > max_length {max}")).hint(
                             "raise `max_length`, or use `overlong: truncate` to keep the first max_length tokens",
                         ),
-                    )
+                        tokens: len,
+                    }
                 }
             }
         }
@@ -271,10 +281,11 @@ impl Encoder {
             *first = 0;
         }
         if encoded.trained_tokens() == 0 {
-            return Outcome::Dropped(
-                Problem::new(DROP_NO_TRAINED_TOKENS, "", "no token of this record is trained")
+            return Outcome::Dropped {
+                problem: Problem::new(DROP_NO_TRAINED_TOKENS, "", "no token of this record is trained")
                     .hint("a record needs an assistant reply (or a message with \"loss\": true) inside max_length"),
-            );
+                tokens: encoded.full_length(),
+            };
         }
         Outcome::Encoded(encoded)
     }

@@ -210,10 +210,10 @@ impl PyEncoder {
                 let dict = PyDict::new(py);
                 dict.set_item("input_ids", e.ids)?;
                 dict.set_item("loss_mask", e.mask)?;
-                dict.set_item("truncated", e.truncated)?;
+                dict.set_item("truncated", e.truncated_from.is_some())?;
                 return Ok(dict);
             }
-            Outcome::Dropped(p) => vec![p],
+            Outcome::Dropped { problem, .. } => vec![problem],
             Outcome::Rejected(ps) => ps,
         };
         Err(record_error(&problems))

@@ -29,7 +29,7 @@ impl Tally {
         match outcome {
             Outcome::Encoded(encoded) => {
                 self.packed += 1;
-                self.truncated += u64::from(encoded.truncated);
+                self.truncated += u64::from(encoded.truncated_from.is_some());
                 self.tokens += encoded.ids.len() as u64;
                 self.trained_tokens += encoded.trained_tokens() as u64;
             }
@@ -38,7 +38,7 @@ impl Tally {
                 let kind = problems.first().map_or("unknown", |p| p.kind);
                 *self.rejected_by_kind.entry(kind.to_string()).or_default() += 1;
             }
-            Outcome::Dropped(problem) => {
+            Outcome::Dropped { problem, .. } => {
                 self.dropped += 1;
                 *self.dropped_by_reason.entry(problem.kind.to_string()).or_default() += 1;
             }
@@ -82,7 +82,7 @@ mod tests {
         let encoded = Encoded {
             ids: vec![1, 2, 3],
             mask: vec![0, 1, 1],
-            truncated: true,
+            truncated_from: Some(5),
             chunk_length: None,
         };
         tally.count(&Outcome::Encoded(encoded));
@@ -90,7 +90,10 @@ mod tests {
             Problem::new("invalid_json", "", "x"),
             Problem::new("unknown_role", "", "y"),
         ]));
-        tally.count(&Outcome::Dropped(Problem::new("too_long", "", "z")));
+        tally.count(&Outcome::Dropped {
+            problem: Problem::new("too_long", "", "z"),
+            tokens: 9,
+        });
         assert!(tally.reconciles());
         assert_eq!(
             (tally.records_read, tally.tokens, tally.trained_tokens, tally.truncated),

@@ -51,9 +51,11 @@ def print_report(report: dict[str, Any], examples: int) -> None:
     tokens = report["tokens"]
     if tokens:
         share = 100.0 * report["trained_tokens"] / tokens
+        print(f"tokens: {tokens:,} in the usable records ({share:.1f}% trained)")
+    if report["encoded"] + report["dropped"]:
         lengths = report["lengths"]
-        print(f"tokens: {tokens:,} ({share:.1f}% trained); per record p50 {lengths['p50']:,}, "
-              f"p90 {lengths['p90']:,}, p99 {lengths['p99']:,}, max {lengths['max']:,}")
+        print(f"tokens per valid record, before truncation: p50 {lengths['p50']:,}, p90 {lengths['p90']:,}, "
+              f"p99 {lengths['p99']:,}, max {lengths['max']:,}")
     too_long = report["drops"].get("too_long", {}).get("count", 0)
     if report["max_length"]:
         print(f"over max length ({report['max_length']:,}): {too_long + report['truncated']:,}")

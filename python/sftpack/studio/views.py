@@ -121,7 +121,7 @@ class DataViews:
         if self._last_sampled is not None and self._last_sampled[0] == key:
             return self._last_sampled[1]
         encoded = samples(inputs, tokenizer, RECORD_LIMIT, **options)
-        lengths = [r["tokens"] for r in encoded]
+        lengths = [r["tokens"] for r in encoded if r["tokens"]]  # a rejected record has no length
         counts, edges = (np.histogram(lengths, bins=min(30, max(1, len(set(lengths))))) if lengths
                          else (np.zeros(0), np.zeros(0)))
         roles: dict[str, list[int]] = {}

@@ -63,7 +63,7 @@ fn chunks(encoded: Encoded) -> Vec<Encoded> {
             .map(|(ids, mask)| Encoded {
                 ids: ids.to_vec(),
                 mask: mask.to_vec(),
-                truncated: false,
+                truncated_from: None,
                 chunk_length: None,
             })
             .collect(),
@@ -125,7 +125,7 @@ impl Sink {
                 Ok(())
             }
             Outcome::Rejected(problems) => self.reject(raw, file_name, "rejected", &problems),
-            Outcome::Dropped(problem) => self.reject(raw, file_name, "dropped", std::slice::from_ref(&problem)),
+            Outcome::Dropped { problem, .. } => self.reject(raw, file_name, "dropped", std::slice::from_ref(&problem)),
         }
     }
 

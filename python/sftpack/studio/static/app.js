@@ -119,7 +119,7 @@ function renderCheck(report) {
     el("h3", {}, "Check"),
     el("p", {}, `${report.records} records: ${report.encoded} usable, ${report.rejected} rejected, ${report.dropped} dropped; `,
       `${report.tokens.toLocaleString()} tokens, ${(100 * report.trained_tokens / Math.max(1, report.tokens)).toFixed(1)}% trained`),
-    el("p", { class: "muted" }, `length p50 ${report.lengths.p50}, p90 ${report.lengths.p90}, p99 ${report.lengths.p99}, max ${report.lengths.max}`),
+    el("p", { class: "muted" }, `tokens per valid record, before truncation: p50 ${report.lengths.p50}, p90 ${report.lengths.p90}, p99 ${report.lengths.p99}, max ${report.lengths.max}`),
     problems.length ? el("ul", { class: "problems" }, problems.map(([kind, entry]) => el("li", {},
       el("b", {}, `${kind}: ${entry.count}`),
       el("ul", {}, entry.examples.map((ex) => el("li", {},
