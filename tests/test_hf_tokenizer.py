@@ -113,5 +113,17 @@ def test_a_tokenizer_transformers_cannot_read_is_named_with_the_fix(tmp_path: Pa
     assert f"hint: unpack {folder / 'tokenizer.json.gz'}" in said[0]
 
 
+def test_template_check_refuses_a_reference_transformers_cannot_read(tmp_path: Path) -> None:
+    # compared with an empty vocabulary, every record would differ for no reason in the data
+    folder = tmp_path / "packed"
+    folder.mkdir()
+    for source in data_path("tokenizers", "qwen3").iterdir():
+        (folder / source.name).write_bytes(source.read_bytes())
+    data = [data_path("datasets", "openai", "toy_chat_fine_tuning.jsonl.gz")]
+    with pytest.raises(ConfigError) as refused:
+        template_check(folder, data, n=2)
+    assert refused.value.hint is not None and f"unpack {folder / 'tokenizer.json.gz'}" in refused.value.hint
+
+
 def test_the_demo_tokenizer_needs_no_replacement() -> None:
     assert load_quietly(DEMO)[1] == []

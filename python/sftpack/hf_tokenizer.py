@@ -38,9 +38,13 @@ def agrees_with_engine(tokenizer: Any, encoder: Encoder) -> bool:
     return same_ids and decoded == encoder.decode(theirs)
 
 
-def load_hf_tokenizer(folder: Path, encoder: Encoder, trust_remote_code: bool = False) -> Any:
+def load_hf_tokenizer(folder: Path, encoder: Encoder, trust_remote_code: bool = False,
+                      reference: bool = False) -> Any:
     """transformers' tokenizer for ``folder``: ``AutoTokenizer``'s if it agrees with ``encoder``
-    (the engine's tokenizer of the same folder), else tokenizer.json as is, with a warning."""
+    (the engine's tokenizer of the same folder), else tokenizer.json as is, with a warning.
+    ``reference``: the tokenizer is what sftpack's ids are compared with (``template check``), so
+    one that transformers cannot load from the folder's tokenizer.json at all is an error, not a
+    warning: every record would differ, and none for a reason in the data or the template."""
     import transformers  # noqa: PLC0415
     from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: PLC0415
 
@@ -56,6 +60,8 @@ def load_hf_tokenizer(folder: Path, encoder: Encoder, trust_remote_code: bool = 
             "(what sftpack trains with)")
     unreadable = "decoded replies may not read as the model wrote them"
     if not (folder / "tokenizer.json").is_file():
+        if reference:
+            raise ConfigError(f"{what}: it is no reference to compare sftpack's ids with", _tokenizer_json_fix(folder))
         warnings.warn(f"{what}: {unreadable}\nhint: {_tokenizer_json_fix(folder)}", stacklevel=2)
         return loaded
     exact = PreTrainedTokenizerFast.from_pretrained(str(folder))

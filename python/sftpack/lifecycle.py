@@ -197,7 +197,7 @@ def template_check(tokenizer: Path, data: Sequence[str | Path], template: str | 
 
     kwargs = template_kwargs or {}
     encoder = Encoder(tokenizer, template=template, template_kwargs=kwargs)
-    reference = load_hf_tokenizer(Path(tokenizer), encoder)
+    reference = load_hf_tokenizer(Path(tokenizer), encoder, reference=True)
     results: list[dict[str, Any]] = []
     # overlong=truncate: a record's length is preprocess's business, not the template's
     for sample in samples(data, tokenizer, n, template=template, template_kwargs=kwargs, format=format,
