@@ -338,7 +338,13 @@ def test_a_runs_chart_grows_as_metrics_are_appended(browser: Any, server: Server
     assert wait_for(browser, f"{points} === 3 && 3")
     write_metrics(folder / "runs" / "first", range(4, 9))
     assert wait_for(browser, f"{points} === 8 && 8", timeout=15)
+    said = "studio.charts.mfu.options.plugins.title.display"
+    assert browser.execute_script(f"return {said}"), "metrics without MFU (a CPU run) say so instead of empty axes"
     screenshot(browser, "runs", tmp_path)
+    with open(folder / "runs" / "first" / "metrics.jsonl", "a") as metrics:
+        metrics.write(json.dumps({"step": 9, "loss": 0.2, "lr": 1e-3, "tokens_per_s": 1009.0, "trained_tokens": 50,
+                                  "mfu": 0.41, "max_memory_gb": 12.5}) + "\n")
+    assert wait_for(browser, f"return studio.charts.mfu.data.datasets.length === 2 && !{said}", timeout=15)
 
 
 def test_a_launched_preprocess_shows_its_command_and_finishes(browser: Any, server: Server, folder: Path,

@@ -297,6 +297,9 @@ function drawRuns(selected) {
     if (keys.has("mfu")) sets.mfu.push(series(path, i, "mfu", "MFU"));
     if (keys.has("max_memory_gb")) sets.mfu.push(series(path, i, "max_memory_gb", "memory GB", true));
   });
+  // A run on the CPU logs neither: say so rather than draw empty axes.
+  studio.charts.mfu.options.plugins.title = { display: selected.length > 0 && !sets.mfu.length,
+    text: "no MFU or memory in these runs' metrics: sftpack train logs them on a CUDA GPU" };
   for (const [name, datasets] of Object.entries(sets)) {
     studio.charts[name].data.datasets = datasets;
     studio.charts[name].update();
