@@ -89,24 +89,35 @@ def test_qlora_trains(setup: dict[str, Path], tmp_path: Path) -> None:
     assert 0 < record["mfu"] < 1 and record["max_memory_gb"] > 0
 
 
-def four_bit_differences(weight: Any, bnb: Any) -> dict[str, float]:
-    """How bitsandbytes' CUDA kernel and sftpack's CPU rounding (train/quantize.py) differ on one weight."""
+def four_bit_differences(weight: Any, bnb: Any, device: str = "cuda") -> dict[str, float]:
+    """How bitsandbytes' kernel on ``device`` and sftpack's CPU rounding (train/quantize.py) differ
+    on one weight: end to end, and in the scales' rounding alone, given the device's own input."""
     from sftpack.train.quantize import scales_rounded_as_on_cuda
 
     settings = {"blocksize": 64, "compress_statistics": True, "quant_type": "nf4"}
-    gpu_codes, gpu = bnb.functional.quantize_4bit(weight.cuda(), **settings)
+    gpu_codes, gpu = bnb.functional.quantize_4bit(weight.to(device), **settings)
     with scales_rounded_as_on_cuda():
         cpu_codes, cpu = bnb.functional.quantize_4bit(weight, **settings)
+        # what the device rounded to 8 bits: each block's maximum (exact anywhere) less its mean
+        flat = weight.float().reshape(-1)
+        blocks = torch.nn.functional.pad(flat, (0, (-flat.numel()) % 64)).view(-1, 64)
+        deviations = blocks.abs().amax(1) - gpu.offset.float().cpu()
+        cpu_scales, _ = bnb.functional.quantize_blockwise(deviations, blocksize=256)
+    gpu_scales, _ = bnb.functional.quantize_blockwise(deviations.to(device), blocksize=256)
     gpu_weight = bnb.functional.dequantize_4bit(gpu_codes, gpu).float().cpu()
     cpu_weight = bnb.functional.dequantize_4bit(cpu_codes, cpu).float()
     return {"codes": int((gpu_codes.cpu() != cpu_codes).sum()), "scales": int((gpu.absmax.cpu() != cpu.absmax).sum()),
+            "of_scales": cpu.absmax.numel(), "search": int((gpu_scales.cpu() != cpu_scales).sum()),
             "offset": abs(float(gpu.offset) - float(cpu.offset)),
             "weights": float(((gpu_weight - cpu_weight).abs() / cpu_weight.abs().clamp(min=1e-12)).max())}
 
 
 def test_a_4_bit_base_is_rounded_on_the_cpu_as_on_the_gpu(setup: dict[str, Path]) -> None:
-    """NF4 codes and double-quantized scales equal, bit for bit, for Llama-8B-sized projections in
-    bfloat16 and the tiny base's layers; the weights they give, to the float32 rounding of the scales' mean."""
+    """For Llama-8B-sized projections in bfloat16 and the tiny base's layers: NF4 codes equal bit
+    for bit; the double-quantized scales too, given the same input (the CUDA kernel's search). End
+    to end the input is each block's maximum less the maxima's mean, and a GPU's float32 mean may
+    round one step apart from the CPU's: then the few scales on a code boundary (measured on the
+    CPU: 105 of 262,144 for a one-step offset) take the next code; else all equal."""
     bnb = pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM
 
@@ -116,7 +127,12 @@ def test_a_4_bit_base_is_rounded_on_the_cpu_as_on_the_gpu(setup: dict[str, Path]
     weights |= {name: p.detach() for name, p in base.named_parameters() if name.endswith("proj.weight")}
     differences = {name: four_bit_differences(weight, bnb) for name, weight in weights.items()}
     print(json.dumps(differences))
-    assert all(d["codes"] == 0 and d["scales"] == 0 and d["weights"] <= 1e-5 for d in differences.values())
+    for d in differences.values():
+        assert d["codes"] == 0 and d["search"] == 0
+        if d["offset"] == 0:
+            assert d["scales"] == 0 and d["weights"] <= 1e-5
+        else:
+            assert d["scales"] <= 2e-3 * d["of_scales"]
 
 
 def test_a_copied_shipped_recipe_samples_and_evaluates_under_varlen(tiny_eval_setup: dict[str, Path],

@@ -6,9 +6,11 @@ of its dynamic map. Its CUDA kernel takes the nearest code; its CPU kernel short
 puts about 0.2% of the scales one code away, and which ones changes between bitsandbytes versions.
 An adapter trained on a GPU and merged or chatted with on a CPU (or the other way round) would then
 meet a slightly different base. While sftpack loads a 4-bit base, the CPU takes the nearest scale
-code by the CUDA kernel's own search, so the scales are the same on every device and bitsandbytes
-version (tests/test_qlora.py on the CPU, tests/test_gpu.py against the CUDA kernel). The NF4 codes
-already agree (before bitsandbytes 0.50, all but about one float32 or float16 weight in 16 million).
+code by the CUDA kernel's own search, so the same scales round to the same codes on every device and
+bitsandbytes version (tests/test_qlora.py on the CPU, tests/test_gpu.py against the CUDA kernel).
+The scales rounded are the blocks' maxima less their float32 mean, which a GPU may sum one rounding
+step apart; then the few on a code boundary (about 0.04%) take the next code. The NF4 codes already
+agree (before bitsandbytes 0.50, all but about one float32 or float16 weight in 16 million).
 """
 
 from __future__ import annotations
