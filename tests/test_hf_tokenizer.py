@@ -96,13 +96,18 @@ def test_template_check_compares_against_the_tokenizer_json_under_a_misloading_t
     assert len(results) == 5 and {r["status"] for r in results} == {"identical"}, results
 
 
-def test_a_tokenizer_transformers_cannot_read_is_named_with_the_fix(tmp_path: Path) -> None:
-    # the engine reads tokenizer.json.gz; transformers 5 silently builds an empty vocabulary from
-    # it (a warning), transformers 4 fails deep inside the tokenizer class (an error): both name the fix
-    folder = tmp_path / "packed"
+def gzipped_only(folder: Path) -> Path:
+    """A Qwen3 tokenizer folder as tests/data keeps it: tokenizer.json.gz, no tokenizer.json."""
     folder.mkdir()
     for source in data_path("tokenizers", "qwen3").iterdir():
         (folder / source.name).write_bytes(source.read_bytes())
+    return folder
+
+
+def test_a_tokenizer_transformers_cannot_read_is_named_with_the_fix(tmp_path: Path) -> None:
+    # the engine reads tokenizer.json.gz; transformers 5 silently builds an empty vocabulary from
+    # it (a warning), transformers 4 fails deep inside the tokenizer class (an error): both name the fix
+    folder = gzipped_only(tmp_path / "packed")
     try:
         _, said = load_quietly(folder)
     except ConfigError as error:
@@ -115,10 +120,7 @@ def test_a_tokenizer_transformers_cannot_read_is_named_with_the_fix(tmp_path: Pa
 
 def test_template_check_refuses_a_reference_transformers_cannot_read(tmp_path: Path) -> None:
     # compared with an empty vocabulary, every record would differ for no reason in the data
-    folder = tmp_path / "packed"
-    folder.mkdir()
-    for source in data_path("tokenizers", "qwen3").iterdir():
-        (folder / source.name).write_bytes(source.read_bytes())
+    folder = gzipped_only(tmp_path / "packed")
     data = [data_path("datasets", "openai", "toy_chat_fine_tuning.jsonl.gz")]
     with pytest.raises(ConfigError) as refused:
         template_check(folder, data, n=2)
